@@ -1,0 +1,1 @@
+"""coordinator: the contribution ledger service (to be filled in)."""

@@ -1,0 +1,1 @@
+"""node: the volunteer daemon (to be filled in)."""

@@ -1,0 +1,1 @@
+"""sim: the swarm simulator (to be filled in)."""
