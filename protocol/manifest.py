@@ -24,8 +24,8 @@ ALGORITHMS = ("diloco", "sync")
 
 @dataclass(frozen=True)
 class ModelSpec(WireStruct):
-    preset: str = "tiny"
-    n_layer: int = 2
+    preset: str = "tiny"  # node.model.PRESETS names the shapes; the numbers below are what counts
+    n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 128  # context length in bytes

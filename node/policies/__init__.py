@@ -1,1 +1,11 @@
-"""node.policies: pure decision functions shared with sim (no torch, hivemind, I/O or clock)."""
+"""node.policies: pure decision functions shared by ``node`` and ``sim``.
+
+No torch, no hivemind, no I/O, no clock: time and randomness come in as arguments, so the
+simulator runs exactly the logic the daemon runs.
+
+    schedule.py  when a round is done, how to split it, whether a node is behind the swarm
+    timeouts.py  all-reduce / matchmaking / state-download timeouts from payload and bandwidth
+    backoff.py   exponential back-off with full jitter for resends and reconnects
+
+Allowed imports: the standard library and ``protocol``.
+"""

@@ -1,0 +1,187 @@
+"""Pseudo-gradient averaging over hivemind: an exact-result butterfly all-reduce with byte counters.
+
+Only this module and ``swarm.py`` touch hivemind's averaging internals.
+
+Why a runner subclass (hard to undo): hivemind's reducers send each sender the *delta*
+``average - sender_part``, compressed; the sender adds it to its own part. With any lossy
+codec, or even fp32 rounding, every member then ends up with a slightly different "average",
+and DiLoCo's global parameters drift apart across the swarm. Our reducers instead send the
+averaged part itself, compressed once with one codec, and keep the same decompressed bytes
+for their own share; every member of a group therefore holds bit-identical averaged
+pseudo-gradients, hence bit-identical global parameters after the outer step. The bytes on
+the wire are unchanged (the same number of parts, the same codec).
+
+The runner also counts the protobuf bytes of every part it sends and receives into
+shared-memory counters (the runner lives in the averager's child process).
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import torch
+from hivemind.averaging import DecentralizedAverager
+from hivemind.averaging.allreduce import AllReduceRunner, AveragingMode
+from hivemind.averaging.partition import BannedException
+from hivemind.compression import (
+    CompressionBase,
+    Float16Compression,
+    NoCompression,
+    Uniform8BitQuantization,
+    deserialize_torch_tensor,
+    serialize_torch_tensor,
+)
+from hivemind.proto import averaging_pb2
+from hivemind.utils import get_dht_time
+from hivemind.utils.asyncio import amap_in_executor, as_aiter, azip
+
+__all__ = ["ByteCounters", "PseudoGradientAverager", "make_codec"]
+
+
+def make_codec(name: str) -> CompressionBase:
+    """Codec name from the run manifest -> hivemind compression."""
+    codecs: dict[str, Callable[[], CompressionBase]] = {
+        "none": NoCompression,
+        "fp16": Float16Compression,
+        "int8": Uniform8BitQuantization,
+    }
+    if name not in codecs:
+        raise ValueError(f"unknown codec {name!r}; choose one of {sorted(codecs)}")
+    return codecs[name]()
+
+
+class ByteCounters:
+    """Bytes sent/received by all-reduce, in shared memory so the averager process can write them."""
+
+    def __init__(self) -> None:
+        self._sent = mp.Value("q", 0, lock=True)
+        self._received = mp.Value("q", 0, lock=True)
+
+    def add_sent(self, n: int) -> None:
+        with self._sent.get_lock():
+            self._sent.value += n
+
+    def add_received(self, n: int) -> None:
+        with self._received.get_lock():
+            self._received.value += n
+
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
+
+    @property
+    def received(self) -> int:
+        return int(self._received.value)
+
+
+async def _count(stream: AsyncIterator[Any], add: Callable[[int], None]) -> AsyncIterator[Any]:
+    async for msg in stream:
+        add(msg.ByteSize())
+        yield msg
+
+
+class _CountingStub:
+    def __init__(self, stub: Any, counters: ByteCounters):
+        self._stub, self._counters = stub, counters
+
+    async def rpc_aggregate_part(self, inputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        stream = await self._stub.rpc_aggregate_part(_count(inputs, self._counters.add_sent))
+        return _count(stream, self._counters.add_received)
+
+
+class ExactAverageRunner(AllReduceRunner):
+    """Butterfly all-reduce whose reducers return averaged parts (not deltas); counts bytes."""
+
+    def __init__(self, *, counters: ByteCounters, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.counters = counters
+        self.tensor_part_container.return_deltas = False  # a failed reducer's share falls back to our own part
+
+    def _get_peer_stub(self, peer: Any) -> Any:
+        return _CountingStub(super()._get_peer_stub(peer), self.counters)
+
+    def _codec_roundtrip(self, part: torch.Tensor) -> torch.Tensor:
+        """What a remote sender receives for this part: our own share must be bit-identical to it."""
+        codec = self.tensor_part_container.compression
+        return deserialize_torch_tensor(serialize_torch_tensor(part, codec.compression_type))
+
+    async def _communicate_with_peer(self, peer_id: Any) -> None:
+        if peer_id != self.peer_id:
+            return await super()._communicate_with_peer(peer_id)
+        peer_index = self.ordered_peer_ids.index(peer_id)
+        sender_index = self.sender_peer_ids.index(peer_id)
+        loop = asyncio.get_event_loop()
+        for part_index, tensor_part in enumerate(self.parts_for_local_averaging):
+            averaged = await self.tensor_part_reducer.accumulate_part(sender_index, part_index, tensor_part, weight=self.weight)
+            averaged = await loop.run_in_executor(None, self._codec_roundtrip, averaged)
+            self.tensor_part_container.register_processed_part(peer_index, part_index, averaged)
+
+    async def rpc_aggregate_part(self, stream: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        async for msg in super().rpc_aggregate_part(_count(stream, self.counters.add_received), context):
+            self.counters.add_sent(msg.ByteSize())
+            yield msg
+
+    async def _accumulate_parts_streaming(self, stream: AsyncIterator[Any], sender_index: int) -> AsyncIterator[Any]:
+        part_index = 0
+        try:
+            loop = asyncio.get_event_loop()
+            async for tensor_part, weight, part_compression in amap_in_executor(
+                lambda msg: (deserialize_torch_tensor(msg.tensor_part), msg.weight, msg.tensor_part.compression),
+                stream,
+                max_prefetch=self.tensor_part_container.prefetch,
+            ):
+                try:
+                    averaged = await self.tensor_part_reducer.accumulate_part(sender_index, part_index, tensor_part, weight=weight)
+                    part_index += 1
+                except BannedException:
+                    break
+                serialized = await loop.run_in_executor(None, serialize_torch_tensor, averaged, part_compression)
+                yield averaging_pb2.AveragingData(code=averaging_pb2.AVERAGED_PART, tensor_part=serialized)
+        finally:
+            if part_index != self.tensor_part_reducer.num_parts:
+                await self._ban_sender(self.sender_peer_ids[sender_index])
+
+
+StateProvider = Callable[[], tuple[dict[str, Any], Sequence[torch.Tensor]]]
+
+
+class PseudoGradientAverager(DecentralizedAverager):
+    """Averages one flat fp32 buffer per parameter; serves the node's global state to joiners.
+
+    :param state_provider: called in the host process when a peer downloads our state; returns
+      ``(metadata, tensors)`` of the latest completed round (a snapshot, never live tensors).
+    """
+
+    def __init__(self, buffers: Sequence[torch.Tensor], dht: Any, *, state_provider: StateProvider, **kwargs: Any):
+        self.counters = ByteCounters()
+        self._state_provider = state_provider
+        super().__init__(buffers, dht, **kwargs)
+
+    def get_current_state(self) -> tuple[Any, Sequence[torch.Tensor], None]:
+        metadata, tensors = self._state_provider()
+        return metadata, tensors, None
+
+    async def _run_allreduce_inplace_(self, tensors: Sequence[torch.Tensor], group_info: Any, group_id: bytes | None = None, **kwargs: Any) -> None:
+        group_id = group_info.group_id if group_id is None else group_id
+        runner = ExactAverageRunner(
+            counters=self.counters,
+            p2p=self._p2p,
+            servicer_type=type(self),
+            prefix=self.prefix,
+            tensors=tensors,
+            group_id=group_id,
+            ordered_peer_ids=group_info.peer_ids,
+            **kwargs,
+        )
+        assert group_id in self._running_groups, f"group {group_id} was not registered"
+        self._running_groups[group_id].set_result(runner)
+        if runner.modes[group_info.peer_ids.index(self.peer_id)] == AveragingMode.AUX:
+            async for _ in runner:
+                raise ValueError("aux peers should not receive averaged tensors")
+            return
+        async for tensor, averaged in azip(as_aiter(*tensors), runner):
+            tensor.copy_(averaged)  # the average itself, bit-identical on every member
+            self.last_updated = get_dht_time()
+            self._state_updated.set()
