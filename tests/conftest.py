@@ -1,0 +1,112 @@
+"""Shared pytest infrastructure for the whole suite.
+
+What lives here (add new shared fixtures below, one section each, with a docstring):
+
+- process hygiene: hivemind starts a go ``p2pd`` daemon and forks helper processes, and these
+  outlive a test that crashes or forgets ``shutdown()`` (they get reparented to init). Two
+  autouse fixtures reap them: ``_reap_leaked_processes`` after every test (kills what the test
+  started and left running, and warns with their names) and ``_reap_all_descendants`` once
+  at session end (kills every descendant of this pytest process, whoever started it);
+- ``tmp_identity``: a fresh Ed25519 identity saved as a libp2p key file under ``tmp_path``.
+
+Environment: ``OMP_NUM_THREADS=1`` is set before any test module imports torch, so that
+tests on small shared machines do not oversubscribe the cores.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported anywhere
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from protocol import Identity
+
+logger = logging.getLogger(__name__)
+
+_GRACE_S = 3.0  # SIGTERM, then this long before SIGKILL
+
+
+# --- process hygiene ---------------------------------------------------------------------------
+
+
+def _live_descendants() -> list[psutil.Process]:
+    """Descendants of this process that are still running (zombies are dead already: whoever
+    forked them reaps them, and reaping them here would confuse ``multiprocessing``)."""
+    alive = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.name()}[{proc.pid}]"
+    except psutil.Error:
+        return f"?[{proc.pid}]"
+
+
+def _terminate(procs: list[psutil.Process]) -> None:
+    """SIGTERM ``procs``, wait up to ``_GRACE_S``, SIGKILL the survivors."""
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=_GRACE_S)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=_GRACE_S)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _reap_all_descendants() -> Iterator[None]:
+    """At session end, kill every process this pytest run started and left behind."""
+    yield
+    leftovers = _live_descendants()
+    if leftovers:
+        logger.warning("reaping %d processes at session end: %s", len(leftovers), ", ".join(map(_describe, leftovers)))
+        _terminate(leftovers)
+
+
+@pytest.fixture(autouse=True)
+def _reap_leaked_processes() -> Iterator[None]:
+    """Kill processes a test started and did not stop, and say which.
+
+    Processes that already ran before the test (for example those owned by a module- or
+    session-scoped swarm fixture, which pytest sets up before function-scoped fixtures) are
+    left alone; function-scoped fixtures are torn down before this check runs.
+    """
+    before = {p.pid for p in _live_descendants()}
+    yield
+    leaked = [p for p in _live_descendants() if p.pid not in before]
+    if leaked:
+        names = ", ".join(map(_describe, leaked))
+        logger.warning("test leaked %d processes, killing them: %s", len(leaked), names)
+        warnings.warn(f"test leaked processes, killed: {names}", stacklevel=1)
+        _terminate(leaked)
+
+
+# --- identities --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tmp_identity(tmp_path: Path) -> tuple[Identity, Path]:
+    """A fresh identity and the path of its key file (libp2p protobuf format, mode 0600)."""
+    identity = Identity.generate()
+    path = tmp_path / "identity.key"
+    identity.save(path)
+    return identity, path
