@@ -24,10 +24,20 @@ DEFAULT_MAX_SIZE = 64 * 1024  # bytes; reports and heartbeats are ~1 KB
 _MAX_DEPTH = 8
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # lone surrogates, e.g. from os.fsdecode / argv of non-UTF-8 bytes
+        raise LocalProtocolError("strings must be valid Unicode (no lone surrogates)") from None
+
+
 def _canonical(obj: Any, depth: int = 0) -> Any:
     if depth > _MAX_DEPTH:
         raise LocalProtocolError("value nested too deeply")
-    if obj is None or isinstance(obj, (bool, str, bytes)):
+    if obj is None or isinstance(obj, (bool, bytes)):
+        return obj
+    if isinstance(obj, str):
+        _utf8(obj)
         return obj
     if isinstance(obj, int):
         if not -(2**63) <= obj < 2**64:
@@ -42,7 +52,7 @@ def _canonical(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, dict):
         if not all(isinstance(k, str) for k in obj):
             raise LocalProtocolError("map keys must be strings")
-        return {k: _canonical(obj[k], depth + 1) for k in sorted(obj, key=lambda s: s.encode())}
+        return {k: _canonical(obj[k], depth + 1) for k in sorted(obj, key=_utf8)}
     raise LocalProtocolError(f"type {type(obj).__name__} cannot go on the wire")
 
 

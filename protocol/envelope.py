@@ -43,16 +43,27 @@ class Envelope:
 
 
 def seal(message: WireStruct, identity: Identity) -> bytes:
-    """Sign ``message`` with ``identity`` and return the envelope bytes."""
+    """Sign ``message`` with ``identity`` and return the envelope bytes.
+
+    Raises :class:`LocalProtocolError` for a message that ``open_envelope`` would reject.
+    """
     kind = type(message).KIND
     if kind not in MESSAGE_TYPES:
         raise LocalProtocolError(f"{type(message).__name__} is not a sendable message")
     if getattr(message, "peer_id", identity.peer_id) != identity.peer_id:
         raise LocalProtocolError("message.peer_id must be the signer's peer id")
-    payload = pack(message.to_wire())
+    wire = message.to_wire()
+    try:  # refuse here what every receiver would refuse (and count against us)
+        type(message).from_wire(wire)
+    except DecodeError as e:
+        raise LocalProtocolError(f"invalid {kind}: {e}") from None
+    payload = pack(wire)
     sender = identity.peer_id
     signature = identity.sign(_signed_bytes(PROTOCOL_VERSION, kind, sender, payload))
-    return pack([PROTOCOL_VERSION, kind, sender, payload, signature])
+    envelope = pack([PROTOCOL_VERSION, kind, sender, payload, signature])
+    if len(envelope) > DEFAULT_MAX_SIZE:
+        raise LocalProtocolError(f"{kind} envelope is {len(envelope)} bytes, over the {DEFAULT_MAX_SIZE}-byte cap")
+    return envelope
 
 
 def open_envelope(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
