@@ -1,0 +1,119 @@
+"""Joining the libp2p swarm: the DHT, progress tracking, the averager, and the run check.
+
+hivemind objects are built here and nowhere else (``averaging.py`` holds our averager
+subclass). Every key a run writes to the DHT starts with the run's prefix,
+``<run_id>_<manifest hash[:8]>``: nodes training a different manifest never meet in
+matchmaking, and ``find_foreign_manifests`` names them so the user sees why.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hivemind
+from hivemind.optim.progress_tracker import ProgressTracker
+from hivemind.utils import get_dht_time
+
+from node.config import NodeConfig
+from node.policies.timeouts import allreduce_timeout
+from protocol import RunManifest
+
+__all__ = ["SwarmHandles", "find_foreign_manifests", "run_prefix", "start_dht"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_prefix(manifest: RunManifest) -> str:
+    return f"{manifest.run_id}_{manifest.content_hash[:8]}"
+
+
+def start_dht(cfg: NodeConfig, key_path: Path) -> hivemind.DHT:
+    if not cfg.initial_peers and not cfg.new_swarm:
+        raise ValueError("no --initial-peers given: pass the line another node printed, or --new-swarm to start a swarm")
+    return hivemind.DHT(
+        initial_peers=cfg.initial_peers,
+        host_maddrs=cfg.host_maddrs,
+        announce_maddrs=cfg.announce_maddrs or None,
+        identity_path=str(key_path),
+        nat_port_map=cfg.nat_port_map,
+        # hivemind's identity-collision probe parses the key file as RSA only; our Ed25519 keys are
+        # generated per node, so the probe (and the extra p2pd it starts) is skipped
+        check_if_identity_free=False,
+        start=True,
+    )
+
+
+def make_tracker(dht: hivemind.DHT, manifest: RunManifest, cfg: NodeConfig) -> ProgressTracker:
+    """hivemind's progress tracking, counting tokens where hivemind counts samples."""
+    return ProgressTracker(
+        dht,
+        prefix=run_prefix(manifest),
+        target_batch_size=manifest.round_tokens,
+        min_refresh_period=0.25,
+        max_refresh_period=2.0,
+        default_refresh_period=1.0,
+        metadata_expiration=cfg.progress_expiration_s,
+        start=True,
+    )
+
+
+def averager_kwargs(cfg: NodeConfig, payload_bytes: int, max_peers: int = 64) -> dict[str, Any]:
+    """Matchmaking and all-reduce timeouts from payload size and the assumed link speed."""
+    bandwidth = cfg.bandwidth_mbps * 1e6 / 8
+    chunk_timeout = max(5.0, 3 * (2**19) / bandwidth)  # one 512 KiB part at a third of the link
+    return dict(
+        min_matchmaking_time=cfg.matchmaking_time_s,
+        request_timeout=min(1.0, cfg.matchmaking_time_s / 2),  # hivemind: keep below matchmaking time
+        allreduce_timeout=allreduce_timeout(payload_bytes, max_peers, bandwidth),
+        next_chunk_timeout=chunk_timeout,
+        bandwidth=bandwidth,
+        declare_state_period=5.0,
+    )
+
+
+def announce_manifest(dht: hivemind.DHT, manifest: RunManifest, ttl: float = 60.0) -> None:
+    dht.store(
+        f"{manifest.run_id}_manifests",
+        subkey=dht.peer_id.to_base58(),
+        value=manifest.content_hash,
+        expiration_time=get_dht_time() + ttl,
+        return_future=True,
+    )
+
+
+def find_foreign_manifests(dht: hivemind.DHT, manifest: RunManifest) -> dict[str, str]:
+    """Peers of the same run id that announce a different manifest hash: {peer_id: hash}."""
+    found = dht.get(f"{manifest.run_id}_manifests", latest=True)
+    if found is None or not isinstance(found.value, dict):
+        return {}
+    ours = manifest.content_hash
+    return {
+        str(peer): str(v.value)
+        for peer, v in found.value.items()
+        if isinstance(getattr(v, "value", None), str) and v.value != ours
+    }
+
+
+class SwarmHandles:
+    """The hivemind objects of one node, shut down in reverse order of creation."""
+
+    def __init__(self, dht: hivemind.DHT):
+        self.dht = dht
+        self.tracker: ProgressTracker | None = None
+        self.averager: Any = None
+
+    @property
+    def visible_maddrs(self) -> list[str]:
+        return [str(a) for a in self.dht.get_visible_maddrs()]
+
+    def shutdown(self) -> None:
+        for name in ("averager", "tracker"):
+            obj = getattr(self, name)
+            if obj is None:
+                continue
+            try:
+                obj.shutdown()
+            except Exception:  # shutting down: report and keep going so p2pd is still stopped
+                logger.warning("error while shutting down %s", name, exc_info=True)
+        self.dht.shutdown()
