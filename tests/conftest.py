@@ -31,6 +31,10 @@ from protocol import Identity
 logger = logging.getLogger(__name__)
 
 _GRACE_S = 3.0  # SIGTERM, then this long before SIGKILL
+# Helpers a library starts once per process and reuses for the rest of the session: killing one
+# after the test that happened to start it would break every later test (torch caches the
+# shared-memory manager's socket and never restarts it). The session reaper still ends them.
+_PROCESS_WIDE_HELPERS = frozenset({"torch_shm_manager"})
 
 
 # --- process hygiene ---------------------------------------------------------------------------
@@ -49,11 +53,15 @@ def _live_descendants() -> list[psutil.Process]:
     return alive
 
 
-def _describe(proc: psutil.Process) -> str:
+def _name(proc: psutil.Process) -> str:
     try:
-        return f"{proc.name()}[{proc.pid}]"
+        return proc.name()
     except psutil.Error:
-        return f"?[{proc.pid}]"
+        return "?"
+
+
+def _describe(proc: psutil.Process) -> str:
+    return f"{_name(proc)}[{proc.pid}]"
 
 
 def _terminate(procs: list[psutil.Process]) -> None:
@@ -87,12 +95,13 @@ def _reap_leaked_processes() -> Iterator[None]:
     """Kill processes a test started and did not stop, and say which.
 
     Processes that already ran before the test (for example those owned by a module- or
-    session-scoped swarm fixture, which pytest sets up before function-scoped fixtures) are
-    left alone; function-scoped fixtures are torn down before this check runs.
+    session-scoped swarm fixture, which pytest sets up before function-scoped fixtures) and
+    ``_PROCESS_WIDE_HELPERS`` are left alone; function-scoped fixtures are torn down before
+    this check runs.
     """
     before = {p.pid for p in _live_descendants()}
     yield
-    leaked = [p for p in _live_descendants() if p.pid not in before]
+    leaked = [p for p in _live_descendants() if p.pid not in before and _name(p) not in _PROCESS_WIDE_HELPERS]
     if leaked:
         names = ", ".join(map(_describe, leaked))
         logger.warning("test leaked %d processes, killing them: %s", len(leaked), names)
