@@ -1,1 +1,25 @@
-"""coordinator: the contribution ledger service (to be filled in)."""
+"""coordinator: the contribution ledger service. Never in the training path: the swarm trains on
+while it is down, and it loses nothing when it comes back (nodes re-send from their outboxes).
+
+Map of this package::
+
+    config.py    CoordinatorConfig: one typed tree of settings with units and defaults
+    ledger.py    pure acceptance rules: Reject reasons -> HTTP status, freshness, replay,
+                 per-peer token bucket, the cross-check rule, display names
+    states.py    pure peer states (online / joining / stale / offline) from timestamps and now
+    cost.py      pure cost model (price per node, $/1M tokens, burn, time to target); sim reuses it
+    store.py     the only SQL: SQLite (WAL) schema, versioned migrations, inserts and queries
+    ingest.py    the acceptance pipeline: verify, check, group-commit to the ledger, count rejections
+    snapshot.py  pure builder of the dashboard snapshot from ledger rows
+    hub.py       the cached snapshot, rebuilt in the background and pushed over SSE
+    metrics.py   Prometheus metrics in a per-app registry
+    keys.py      aiohttp AppKeys of the services one app owns
+    routes.py    thin HTTP handlers (the API table is in its docstring)
+    app.py       create_app(config): wiring, lifecycle (cleanup_ctx), security headers
+    cli.py       `swarm coordinator` / `python -m coordinator`
+    static/      the dashboard: index.html, app.js, style.css, vendor/ (Chart.js, MIT)
+
+Allowed imports: stdlib, ``protocol``, aiohttp, prometheus_client. Never torch, hivemind, libp2p,
+``node`` or ``sim`` (import-linter). ``cost``, ``states`` and ``ledger`` import only stdlib and
+``protocol`` so that ``sim`` can reuse them.
+"""

@@ -1,0 +1,119 @@
+"""Fixtures for the coordinator tests (helpers live in ``coordinator_testing.py``).
+
+- ``clock``, ``config``, ``client``: an in-process coordinator (``aiohttp_client``) with a fake
+  clock and its ledger in ``tmp_path``;
+- ``make_report`` / ``make_heartbeat``: messages from seeded identities, stamped with ``clock``;
+- ``coordinator_process``: starts ``python -m coordinator`` subprocesses on 127.0.0.1 (port 0,
+  learned from ``--port-file``) and stops whatever is left at teardown;
+- ``dashboard_feed``: the feed behind the browser test. The default is a
+  :class:`~coordinator_testing.ReporterFeed` (three ``node.reporter.Reporter`` with distinct
+  identities) against a coordinator subprocess. Any object with the
+  :class:`~coordinator_testing.SwarmFeed` interface can replace it, e.g. a real 3-node swarm:
+  override this fixture in a conftest closer to the test, or here.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from coordinator_testing import REPO, RUN_ID, Clock, CoordinatorProcess, ReporterFeed, SwarmFeed
+
+from coordinator.app import create_app
+from coordinator.config import CoordinatorConfig
+from protocol import ContributionReport, Hardware, Heartbeat, Identity, RunManifest
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> CoordinatorConfig:
+    return CoordinatorConfig(
+        db_path=tmp_path / "ledger.sqlite3",
+        manifest=RunManifest(run_id=RUN_ID),
+        port=0,
+        snapshot_interval_s=0.01,
+        snapshot_max_age_s=0.5,
+        target_tokens=1_000_000,
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, config: CoordinatorConfig, clock: Clock) -> Any:
+    return await aiohttp_client(create_app(config, clock=clock))
+
+
+@pytest.fixture
+def make_report(clock: Clock) -> Callable[..., ContributionReport]:
+    def make(ident: Identity, seq: int, **fields: Any) -> ContributionReport:
+        defaults: dict[str, Any] = dict(
+            run_id=RUN_ID, peer_id=ident.peer_id, seq=seq, sent_at=clock.now, round=seq, tokens=1000,
+            samples=8, compute_s=1.0, wall_s=2.0, bytes_sent=500, bytes_received=500, payload_bytes=2000,
+            hardware=Hardware(device="cpu"), public_name=f"node-{ident.peer_id[-4:]}",
+        )
+        defaults.update(fields)
+        return ContributionReport(**defaults)
+
+    return make
+
+
+@pytest.fixture
+def make_heartbeat(clock: Clock) -> Callable[..., Heartbeat]:
+    def make(ident: Identity, seq: int, **fields: Any) -> Heartbeat:
+        defaults: dict[str, Any] = dict(
+            run_id=RUN_ID, peer_id=ident.peer_id, seq=seq, sent_at=clock.now, round=0, status="training",
+            public_name=f"node-{ident.peer_id[-4:]}",
+        )
+        defaults.update(fields)
+        return Heartbeat(**defaults)
+
+    return make
+
+
+@pytest.fixture
+def coordinator_process(tmp_path: Path) -> Iterator[Callable[..., CoordinatorProcess]]:
+    """Factory: ``start(db, port=0, *extra_args) -> CoordinatorProcess``, listening when returned."""
+    started: list[CoordinatorProcess] = []
+
+    def start(db: Path, port: int = 0, *extra: str, run_id: str = RUN_ID) -> CoordinatorProcess:
+        n = len(started)
+        port_file, log = tmp_path / f"coordinator-{n}.port", tmp_path / f"coordinator-{n}.log"
+        port_file.unlink(missing_ok=True)
+        cmd = [
+            sys.executable, "-m", "coordinator", "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
+            "--run-id", run_id, "--port-file", str(port_file), "--snapshot-interval", "0.2", *extra,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        with open(log, "ab") as log_file:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30.0
+        while not port_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"coordinator did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        handle = CoordinatorProcess(proc, int(port_file.read_text()), log)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
+def dashboard_feed(tmp_path: Path, coordinator_process: Callable[..., CoordinatorProcess]) -> Iterator[SwarmFeed]:
+    coordinator = coordinator_process(tmp_path / "ledger.sqlite3")
+    feed = ReporterFeed(coordinator.url, tmp_path / "outboxes")
+    try:
+        yield feed
+    finally:
+        feed.close()
