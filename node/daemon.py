@@ -110,6 +110,7 @@ class Node:
             "bytes_received": t.bytes_received, "initial_val_bpb": t.initial_val_bpb, "final_val_bpb": t.last_val_bpb,
             "state_hash": t._snapshot.hash, "hashes": {str(k): v for k, v in t.hash_history.items()},
             "resumed_from": t.resumed_from, "synced_from_peers": t.synced_from_peers,
+            "first_contribution": t.first_contribution, "inner_steps": t.inner_steps,
             "maddrs": self.swarm.visible_maddrs if self.swarm else [], "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 1),
         })

@@ -99,7 +99,8 @@ class Trainer:
         self.last_val_bpb: float | None = None
         self.resumed_from: dict[str, Any] | None = None
         self.synced_from_peers: dict[str, Any] | None = None
-        self.hash_history: dict[int, str] = {}
+        self.hash_history: dict[int, str] = {}  # round -> global state hash after it
+        self.first_contribution: int | None = None  # round of our first successful all-reduce
         self.status = "joining"
         self._resume()
         self._snapshot = self._make_snapshot()
@@ -288,6 +289,8 @@ class Trainer:
         val = None
         if averaged is not None:
             self.rounds_done += 1
+            if self.first_contribution is None:
+                self.first_contribution = round_
             self.hash_history[self.round] = self._snapshot.hash
             val = self.last_val_bpb = self.evaluate()
             self.save()
