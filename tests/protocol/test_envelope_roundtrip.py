@@ -8,6 +8,7 @@ from protocol import (
     ContributionReport,
     DataSpec,
     Envelope,
+    GroupClaim,
     Heartbeat,
     Hyperparameters,
     LocalProtocolError,
@@ -84,8 +85,6 @@ def test_seal_refuses_what_open_envelope_would_reject(alice, make_report, bad):
 
 
 def test_seal_refuses_an_envelope_over_the_size_cap(alice, make_report):
-    from protocol import GroupClaim
-
     group = [GroupClaim(alice.peer_id + str(i), i) for i in range(1024)]  # ~70 KB > 64 KiB cap
     with pytest.raises(LocalProtocolError):
         seal(make_report(alice, group=group), alice)
