@@ -137,9 +137,9 @@ class Identity:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: narrow it before writing
         with os.fdopen(fd, "wb") as f:
             f.write(self.to_libp2p_bytes())
-        os.chmod(path, 0o600)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Identity:
