@@ -209,4 +209,9 @@ def run_node(cfg: NodeConfig) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    return node.run()
+    code = node.run()
+    # Shutting down already: a late SIGTERM must not turn a clean exit into "killed". (Python
+    # resets handlers to the default during interpreter finalization, but keeps SIG_IGN.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
