@@ -75,7 +75,7 @@ class Node:
         self.seq = SeqCounter(cfg.state_dir / "report_seq")
         self.reporter: Any = None
         self.swarm: SwarmHandles | None = None
-        self.trainer: Trainer | None = None
+        self.trainer: Trainer | Any = None  # Trainer, or SyncTrainer for the baseline
         self.started = time.time()
         self.last_result: RoundResult | None = None
 
@@ -108,7 +108,7 @@ class Node:
             "manifest_hash": self.manifest.content_hash, "status": t.status, "round": t.round,
             "rounds": t.rounds_done, "tokens": t.tokens_total, "bytes_sent": t.bytes_sent,
             "bytes_received": t.bytes_received, "initial_val_bpb": t.initial_val_bpb, "final_val_bpb": t.last_val_bpb,
-            "state_hash": t._snapshot.hash, "hashes": {str(k): v for k, v in t.hash_history.items()},
+            "state_hash": t.state_hash, "hashes": {str(k): v for k, v in t.hash_history.items()},
             "resumed_from": t.resumed_from, "synced_from_peers": t.synced_from_peers,
             "first_contribution": t.first_contribution, "inner_steps": t.inner_steps,
             "maddrs": self.swarm.visible_maddrs if self.swarm else [], "pid": os.getpid(),
@@ -180,11 +180,12 @@ class Node:
                 print(f"To join this swarm, run:\n  {hint}", flush=True)
             announce_manifest(self.swarm.dht, self.manifest)
             if self.manifest.algorithm == "sync":
-                from node.sync import run_sync
+                from node.sync import SyncTrainer
 
-                return run_sync(self)
-            self.trainer = Trainer(self.manifest, corpus, self.swarm, peer_id=self.peer_id,
-                                   state_dir=self.cfg.state_dir, cfg=self.cfg, device=self.device)
+                self.trainer = SyncTrainer(self.manifest, corpus, self.swarm, peer_id=self.peer_id, cfg=self.cfg, device=self.device)
+            else:
+                self.trainer = Trainer(self.manifest, corpus, self.swarm, peer_id=self.peer_id,
+                                       state_dir=self.cfg.state_dir, cfg=self.cfg, device=self.device)
             self.write_status()
             self.trainer.run(self.stop, self.on_round, self.cfg.max_rounds)
             return 0

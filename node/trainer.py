@@ -119,6 +119,11 @@ class Trainer:
         self.swarm.averager.state_sharing_priority = float(self.round)
         self.step_timeout = 3 * opts["min_matchmaking_time"] + 2
 
+    @property
+    def state_hash(self) -> str:
+        """Hash of the global state after the last completed round."""
+        return self._snapshot.hash
+
     # ---------------------------------------------------------------- state and checkpoints
     def _make_snapshot(self) -> GlobalState:
         momentum = [self.outer_opt.state.get(p, {}).get("momentum_buffer", torch.zeros_like(p)).clone() for p in self.global_params]

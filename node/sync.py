@@ -1,0 +1,107 @@
+"""The classical baseline, ``--algorithm sync``: plain ``hivemind.Optimizer``.
+
+Every step's gradients are accumulated towards a swarm-wide target batch
+(``hparams.target_batch`` samples) and averaged with hivemind's all-reduce, then every peer
+takes the same AdamW step; parameters are averaged in the background as hivemind does by
+default. This is what a hivemind user runs today, and what benchmarks compare DiLoCo against.
+It reports the same per-round figures as the DiLoCo trainer (a round is one global step);
+hivemind's optimizer does not expose its traffic, so bytes are not counted here.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import hivemind
+import torch
+
+from node.averaging import make_codec
+from node.config import NodeConfig
+from node.data import ByteSampler, Corpus, evaluate_bpb
+from node.model import GPT
+from node.state import state_hash
+from node.swarm import SwarmHandles, run_prefix
+from node.trainer import RoundResult
+from protocol import RunManifest
+
+__all__ = ["SyncTrainer"]
+
+
+class SyncTrainer:
+    def __init__(self, manifest: RunManifest, corpus: Corpus, swarm: SwarmHandles, *, peer_id: str, cfg: NodeConfig, device: str):
+        hp, spec = manifest.hparams, manifest.model
+        self.manifest, self.swarm, self.peer_id, self.device = manifest, swarm, peer_id, device
+        self.eval_batches = cfg.eval_batches
+        torch.manual_seed(manifest.seed)
+        self.model = GPT(spec).to(device)
+        self.sampler = ByteSampler.for_node(corpus.train, spec.block_size, hp.batch_size, manifest.run_id, peer_id)
+        self.val_data = corpus.val
+        self.opt = hivemind.Optimizer(
+            dht=swarm.dht,
+            run_id=run_prefix(manifest),
+            params=self.model.parameters(),
+            optimizer=lambda params: torch.optim.AdamW(params, lr=hp.inner_lr, weight_decay=hp.weight_decay, betas=(0.9, 0.95)),
+            target_batch_size=hp.target_batch,
+            batch_size_per_step=hp.batch_size,
+            matchmaking_time=cfg.matchmaking_time_s,
+            averaging_timeout=60.0,
+            grad_compression=make_codec(manifest.codec),
+            state_averaging_compression=make_codec(manifest.codec),
+            verbose=False,
+        )
+        swarm.averager = self.opt  # shut down with the swarm
+        self.round = self.rounds_done = self.tokens_total = self.inner_steps = 0
+        self.bytes_sent = self.bytes_received = 0
+        self.initial_val_bpb: float | None = None
+        self.last_val_bpb: float | None = None
+        self.hash_history: dict[int, str] = {}
+        self.resumed_from = self.synced_from_peers = None
+        self.first_contribution: int | None = None
+        self.status = "joining"
+
+    @property
+    def state_hash(self) -> str:
+        return state_hash(self.round, [p.detach().cpu() for p in self.model.parameters()])
+
+    def evaluate(self) -> float:
+        return evaluate_bpb(self.model, self.val_data, self.manifest.model.block_size, self.device, batches=self.eval_batches)
+
+    def run(self, stop: threading.Event, on_round: Callable[[RoundResult], None], max_rounds: int | None = None) -> None:
+        self.status = "syncing"
+        self.opt.load_state_from_peers()
+        self.round = self.opt.local_epoch
+        self.initial_val_bpb = self.last_val_bpb = self.evaluate()
+        self.status = "training"
+        tokens = samples = 0
+        compute_s, t_round = 0.0, time.perf_counter()
+        while not stop.is_set() and (max_rounds is None or self.rounds_done < max_rounds):
+            t0 = time.perf_counter()
+            x, y = self.sampler.batch()
+            _, loss = self.model(x.to(self.device), y.to(self.device))
+            loss.backward()
+            self.opt.step()  # accumulates locally; averages and steps when the swarm hits the target batch
+            self.opt.zero_grad()
+            compute_s += time.perf_counter() - t0
+            self.inner_steps += 1
+            tokens += x.numel()
+            samples += x.shape[0]
+            self.tokens_total += x.numel()
+            if self.opt.local_epoch != self.round:  # one global step happened
+                finished, self.round = self.round, self.opt.local_epoch
+                self.rounds_done += 1
+                self.first_contribution = finished if self.first_contribution is None else self.first_contribution
+                self.last_val_bpb = self.evaluate()
+                self.hash_history[self.round] = self.state_hash
+                on_round(RoundResult(
+                    round=finished, tokens=tokens, samples=samples, compute_s=compute_s, wall_s=time.perf_counter() - t_round,
+                    bytes_sent=0, bytes_received=0, ok=True, group=[(self.peer_id, tokens)], train_loss=loss.item(),
+                    val_bpb=self.last_val_bpb, state_hash=self.hash_history[self.round],
+                ))
+                tokens = samples = 0
+                compute_s, t_round = 0.0, time.perf_counter()
+        self.status = "leaving"
+
+    def shutdown(self) -> Any:
+        return self.opt.shutdown()

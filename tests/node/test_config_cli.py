@@ -1,0 +1,80 @@
+"""Config precedence (flags > SWARM_* env > TOML file > defaults), validation, and the frozen CLI surface."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from node.cli import JOIN_FLAGS, build_parser
+from node.config import ConfigError, NodeConfig, load_config
+from node.manifests import load_manifest_file, manifest_from_flags
+
+
+def test_precedence(tmp_path, monkeypatch):
+    f = tmp_path / "node.toml"
+    f.write_text('public_name = "from-file"\nthreads = 2\nprice_per_hour = 0.5\n')
+    assert load_config({}, f).public_name == "from-file"
+    monkeypatch.setenv("SWARM_PUBLIC_NAME", "from-env")
+    cfg = load_config({}, f)
+    assert (cfg.public_name, cfg.threads, cfg.price_per_hour) == ("from-env", 2, 0.5)
+    cfg = load_config({"public_name": "from-flag", "threads": None}, f)
+    assert (cfg.public_name, cfg.threads) == ("from-flag", 2), "a flag not given must not override"
+
+
+def test_defaults_and_derived_paths(tmp_path):
+    cfg = load_config({"state_dir": tmp_path})
+    assert cfg.key_path == tmp_path / "identity.key"
+    assert cfg.nat_port_map is False, "no UPnP unless asked for"
+    assert NodeConfig().state_dir.is_absolute()
+
+
+@pytest.mark.parametrize("bad", [{"threads": "many"}, {"device": "tpu"}, {"price_per_hour": -1}, {"no_such_setting": 1}])
+def test_bad_config_is_a_clear_error(bad):
+    with pytest.raises(ConfigError, match="invalid configuration"):
+        load_config(bad)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config({}, tmp_path / "nope.toml")
+
+
+def test_underscore_spellings_are_accepted():
+    p = build_parser()
+    a = p.parse_args(["join", "--initial_peers", "/ip4/127.0.0.1/tcp/1/p2p/x", "--identity_path", "k", "--new-swarm"])
+    b = p.parse_args(["join", "--initial-peers", "/ip4/127.0.0.1/tcp/1/p2p/x", "--identity-path", "k", "--new_swarm"])
+    assert vars(a) == vars(b)
+
+
+def test_cli_surface_is_frozen():
+    """Removing or renaming a flag breaks volunteers' scripts: change this list on purpose only."""
+    assert sorted(JOIN_FLAGS) == sorted([
+        "algorithm", "announce-maddrs", "bandwidth-mbps", "batch-size", "codec", "coordinator", "data", "device",
+        "heartbeat-interval-s", "host-maddrs", "identity-path", "initial-peers", "manifest", "matchmaking-time-s",
+        "max-rounds", "max-seconds", "model", "nat-port-map", "new-swarm", "price-per-hour", "public-name",
+        "round-tokens", "run-id", "state-dir", "status-interval-s", "threads",
+    ])
+    for flag in JOIN_FLAGS:
+        assert flag.replace("-", "_") in NodeConfig.model_fields, f"--{flag} has no config field"
+
+
+def test_manifest_from_flags_is_deterministic_and_file_round_trips(tmp_path):
+    cfg = NodeConfig(run_id="r1", model="small", codec="int8", round_tokens=12345, batch_size=8)
+    m1, m2 = manifest_from_flags(cfg), manifest_from_flags(cfg)
+    assert m1.content_hash == m2.content_hash and m1.model.n_embd == 384 and m1.hparams.batch_size == 8
+    assert manifest_from_flags(NodeConfig(run_id="r1")).content_hash != m1.content_hash
+    (tmp_path / "m.msgpack").write_bytes(m1.to_bytes())
+    assert load_manifest_file(tmp_path / "m.msgpack") == m1
+    (tmp_path / "bad.msgpack").write_bytes(b"\x93garbage")
+    with pytest.raises(ConfigError, match="not a valid run manifest"):
+        load_manifest_file(tmp_path / "bad.msgpack")
+    with pytest.raises(ConfigError, match="unknown model preset"):
+        manifest_from_flags(NodeConfig(model="gpt5"))
+
+
+def test_join_without_peers_or_new_swarm_exits_with_a_clear_message(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "node", "join", "--state-dir", str(tmp_path), "--host-maddrs", "/ip4/127.0.0.1/tcp/0"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "--new-swarm" in out.stderr

@@ -1,0 +1,69 @@
+"""The byte-level GPT presets and the default corpus."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from node.data import ByteSampler, evaluate_bpb, load_corpus
+from node.model import GPT, PRESETS, preset
+
+
+@pytest.mark.parametrize("name, low, high", [("tiny", 0.5e6, 1.5e6), ("small", 8e6, 12e6), ("gpt2-124m", 80e6, 130e6)])
+def test_preset_sizes(name, low, high):
+    with torch.device("meta"):
+        n = GPT(PRESETS[name]).num_params()
+    assert low <= n <= high
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset("huge")
+
+
+def test_default_corpus_is_the_stdlib_with_a_stable_split():
+    a = load_corpus(max_bytes=2_000_000)
+    b = load_corpus(max_bytes=2_000_000)
+    assert len(a.train) > 100_000 and len(a.val) > 0
+    assert a.fingerprint == b.fingerprint
+    assert b"import" in a.train[:200_000].tobytes()
+
+
+def test_user_data_folder(tmp_path):
+    (tmp_path / "a.txt").write_text("hello volunteers " * 500)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("# notes\n" * 500)
+    (tmp_path / "c.bin").write_bytes(b"\x00\x01" * 100)  # not text: ignored
+    c = load_corpus(tmp_path)
+    assert c.n_files == 2 and len(c.val) > 0
+    with pytest.raises(FileNotFoundError):
+        load_corpus(tmp_path / "missing")
+
+
+def test_samplers_differ_by_peer_and_repeat_by_seed():
+    data = np.frombuffer(bytes(range(256)) * 100, dtype=np.uint8)
+    s1 = ByteSampler.for_node(data, 16, 4, "run", "peer-a")
+    s2 = ByteSampler.for_node(data, 16, 4, "run", "peer-a")
+    s3 = ByteSampler.for_node(data, 16, 4, "run", "peer-b")
+    x1, y1 = s1.batch()
+    assert torch.equal(x1, s2.batch()[0]) and not torch.equal(x1, s3.batch()[0])
+    assert torch.equal(x1[:, 1:], y1[:, :-1]), "targets are the inputs shifted by one byte"
+
+
+def test_untrained_model_is_near_8_bits_per_byte_and_learning_lowers_it():
+    torch.manual_seed(0)
+    c = load_corpus(max_bytes=1_000_000)
+    model = GPT(PRESETS["tiny"])
+    before = evaluate_bpb(model, c.val, 128, "cpu", batches=2)
+    assert abs(before - 8.0) < 1.0 and math.isfinite(before)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    sampler = ByteSampler(c.train, 128, 8, seed=1)
+    for _ in range(30):
+        x, y = sampler.batch()
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert evaluate_bpb(model, c.val, 128, "cpu", batches=2) < before - 1.5

@@ -1,0 +1,41 @@
+"""node.policies: pure functions, tested in milliseconds."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from node.policies.schedule import RoundProgress, eta_seconds, is_behind, round_done
+from node.policies.timeouts import allreduce_bytes, allreduce_timeout, state_download_timeout
+
+
+def test_round_done_by_tokens_or_when_the_swarm_moved_on():
+    p = RoundProgress(round=3, tokens=900, tokens_per_s=100.0, peers=3)
+    assert not round_done(p, 1000, local_round=3)
+    assert round_done(RoundProgress(3, 1000, 100.0, 3), 1000, local_round=3)
+    assert round_done(p, 1000, local_round=2), "a node behind the swarm must stop its inner phase"
+
+
+def test_is_behind():
+    assert is_behind(1, 2) and not is_behind(2, 2) and not is_behind(3, 2)
+
+
+def test_eta():
+    assert eta_seconds(RoundProgress(0, 250, 50.0, 2), 1000) == pytest.approx(15.0)
+    assert eta_seconds(RoundProgress(0, 1000, 50.0, 2), 1000) == 0.0
+    assert math.isinf(eta_seconds(RoundProgress(0, 0, 0.0, 1), 1000))
+
+
+@pytest.mark.parametrize("n, expected", [(1, 0.0), (2, 1.0), (4, 1.5), (8, 1.75)])
+def test_allreduce_bytes_is_the_butterfly_bound(n, expected):
+    assert allreduce_bytes(1000, n) == pytest.approx(1000 * expected)
+
+
+def test_allreduce_timeout_grows_with_payload_and_shrinks_with_bandwidth():
+    small = allreduce_timeout(1_000_000, 4, 10e6 / 8)
+    big = allreduce_timeout(100_000_000, 4, 10e6 / 8)
+    fast = allreduce_timeout(100_000_000, 4, 1e9 / 8)
+    assert small < big and fast < big
+    assert allreduce_timeout(10**12, 4, 1.0) == 1800.0  # capped
+    assert allreduce_timeout(0, 4, 1e6) == 5.0  # floor
+    assert state_download_timeout(10**9, 12.5e6) > state_download_timeout(10**6, 12.5e6)
