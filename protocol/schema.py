@@ -13,6 +13,7 @@ Supported annotations: ``int``, ``float``, ``str``, ``bool``, ``bytes``, ``X | N
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -70,6 +71,13 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported wire annotation {tp!r}")  # programmer error, not input
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a struct class, computed once per class (``get_type_hints``
+    evaluates every string annotation on each call: most of a decode's time, uncached)."""
+    return typing.get_type_hints(cls)
+
+
 class WireStruct:
     """Mixin for frozen dataclasses that travel as MessagePack maps."""
 
@@ -91,7 +99,7 @@ class WireStruct:
         where = where or cls.__name__
         if not isinstance(data, dict):
             raise DecodeError(f"{where}: expected a map")
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name in data:
