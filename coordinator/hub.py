@@ -1,7 +1,8 @@
 """The cached snapshot (health.petals.dev's design): rebuilt in the background, served as bytes.
 
 ``Hub.run`` rebuilds the snapshot after the ledger changed (at most every
-``snapshot_interval_s``) and at least every ``snapshot_max_age_s`` (peer states move with the
+``snapshot_interval_s``, or twice the last build time if longer) and at least every
+``snapshot_max_age_s`` (peer states move with the
 clock even when nothing arrives). Readers never wait for a build: ``/api/v1/state`` returns the
 last JSON bytes, and each server-sent-event stream wakes up when a newer one is published.
 The build runs on the ledger's reader thread, off the event loop.
@@ -42,6 +43,7 @@ class Hub:
         self.body = b"{}"  # the snapshot as JSON, one line (safe in an SSE data field)
         self.version = 0  # bumped on every publish
         self.built_at = 0.0
+        self.build_seconds = 0.0  # how long the last build took
         self.closing = False
         self.sse_clients = 0
         self._dirty = asyncio.Event()
@@ -72,12 +74,12 @@ class Hub:
         self._dirty.clear()
         loop = asyncio.get_running_loop()
         snapshot, body, seconds = await loop.run_in_executor(self._executor, self._build)
-        self.snapshot, self.body, self.built_at = snapshot, body, self.clock()
+        self.snapshot, self.body, self.built_at, self.build_seconds = snapshot, body, self.clock(), seconds
         self.version += 1
         self.metrics.snapshot_seconds.set(seconds)
         self.metrics.observe_snapshot(snapshot)
-        if seconds > self.config.snapshot_interval_s:
-            logger.warning("snapshot took %.2f s, longer than its %.2f s interval", seconds, self.config.snapshot_interval_s)
+        if seconds > self.config.snapshot_max_age_s:
+            logger.warning("snapshot took %.2f s, longer than its %.2f s maximum age", seconds, self.config.snapshot_max_age_s)
         published, self._published = self._published, asyncio.Event()
         published.set()
 
@@ -94,7 +96,9 @@ class Hub:
                 await self.refresh()
             except Exception:
                 logger.exception("failed to build the snapshot")
-            await asyncio.sleep(self.config.snapshot_interval_s)
+            # a big ledger builds slowly: rest at least twice the build time, so that building
+            # snapshots never takes more than a third of the CPU that ingest needs
+            await asyncio.sleep(max(self.config.snapshot_interval_s, 2 * self.build_seconds))
 
     async def wait_newer(self, version: int, timeout: float) -> bool:
         """Wait until a snapshot newer than ``version`` is published (or closing); False on timeout."""
