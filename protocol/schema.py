@@ -13,7 +13,6 @@ Supported annotations: ``int``, ``float``, ``str``, ``bool``, ``bytes``, ``X | N
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -71,11 +70,16 @@ def _check(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported wire annotation {tp!r}")  # programmer error, not input
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _type_hints(cls: type) -> dict[str, Any]:
     """Resolved annotations of a struct class, computed once per class (``get_type_hints``
     evaluates every string annotation on each call: most of a decode's time, uncached)."""
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 class WireStruct:
