@@ -54,17 +54,18 @@ class Hub:
         """The ledger changed (called by the ingestor after each commit)."""
         self._dirty.set()
 
-    def _build(self) -> tuple[dict[str, Any], bytes, float]:
+    def _build(self, rejections: dict[str, int], recent: list[dict[str, Any]], version: int) -> tuple[dict[str, Any], bytes, float]:
+        """Runs on the reader thread; the in-memory counts were copied on the loop's thread."""
         started = time.perf_counter()
         snapshot = build_snapshot(
             config=self.config,
             peer_rows=self.store.peers(),
             round_rows=self.store.rounds(self.config.loss_points),
             event_rows=self.store.events(self.config.events_listed),
-            rejections=dict(self.ingestor.rejections),
-            recent_rejections=list(self.ingestor.recent_rejections),
+            rejections=rejections,
+            recent_rejections=recent,
             now=self.clock(),
-            ledger_version=self.ingestor.version,
+            ledger_version=version,
         )
         body = json.dumps(snapshot, separators=(",", ":"), allow_nan=False).encode()
         return snapshot, body, time.perf_counter() - started
@@ -73,7 +74,8 @@ class Hub:
         """Rebuild now and publish."""
         self._dirty.clear()
         loop = asyncio.get_running_loop()
-        snapshot, body, seconds = await loop.run_in_executor(self._executor, self._build)
+        counts, recent, version = dict(self.ingestor.rejections), list(self.ingestor.recent_rejections), self.ingestor.version
+        snapshot, body, seconds = await loop.run_in_executor(self._executor, self._build, counts, recent, version)
         self.snapshot, self.body, self.built_at, self.build_seconds = snapshot, body, self.clock(), seconds
         self.version += 1
         self.metrics.snapshot_seconds.set(seconds)

@@ -81,7 +81,8 @@ class Ingestor:
         self.recent_rejections.appendleft(
             {"at": self.clock(), "reason": rejection.reason, "peer_id": rejection.peer_id, "detail": rejection.detail}
         )
-        logger.info("rejected a message: %s (peer %s)", rejection, rejection.peer_id or "unknown")
+        level = logging.DEBUG if rejection.reason == "rate_limited" else logging.INFO  # floods stay quiet
+        logger.log(level, "rejected a message: %s (peer %s)", rejection, rejection.peer_id or "unknown")
         return rejection
 
     async def submit(self, body: bytes) -> tuple[str, ContributionReport | Heartbeat]:
