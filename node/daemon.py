@@ -24,7 +24,7 @@ from node.data import load_corpus
 from node.manifests import resolve_manifest
 from node.swarm import SwarmHandles, announce_manifest, find_foreign_manifests, start_dht
 from node.trainer import RoundResult, Trainer, pick_device
-from protocol import ContributionReport, GroupClaim, Hardware, Heartbeat, Identity, RunManifest
+from protocol import ContributionReport, GroupClaim, Hardware, Heartbeat, Identity
 
 __all__ = ["Node", "run_node"]
 
@@ -106,7 +106,7 @@ class Node:
         write_json_atomic(self.cfg.state_dir / "status.json", {
             "peer_id": self.peer_id, "public_name": self.cfg.public_name, "run_id": self.manifest.run_id,
             "manifest_hash": self.manifest.content_hash, "status": t.status, "round": t.round,
-            "rounds": t.rounds_done, "tokens": t.tokens_total, "bytes_sent": t.bytes_sent,
+            "rounds": t.rounds_done, "tokens": t.tokens_total, "tokens_contributed": t.tokens_contributed, "bytes_sent": t.bytes_sent,
             "bytes_received": t.bytes_received, "initial_val_bpb": t.initial_val_bpb, "final_val_bpb": t.last_val_bpb,
             "state_hash": t.state_hash, "hashes": {str(k): v for k, v in t.hash_history.items()},
             "resumed_from": t.resumed_from, "synced_from_peers": t.synced_from_peers,

@@ -52,7 +52,7 @@ class SyncTrainer:
             verbose=False,
         )
         swarm.averager = self.opt  # shut down with the swarm
-        self.round = self.rounds_done = self.tokens_total = self.inner_steps = 0
+        self.round = self.rounds_done = self.tokens_total = self.tokens_contributed = self.inner_steps = 0
         self.bytes_sent = self.bytes_received = 0
         self.initial_val_bpb: float | None = None
         self.last_val_bpb: float | None = None
@@ -91,6 +91,7 @@ class SyncTrainer:
             if self.opt.local_epoch != self.round:  # one global step happened
                 finished, self.round = self.round, self.opt.local_epoch
                 self.rounds_done += 1
+                self.tokens_contributed += tokens
                 self.first_contribution = finished if self.first_contribution is None else self.first_contribution
                 self.last_val_bpb = self.evaluate()
                 self.hash_history[self.round] = self.state_hash

@@ -91,7 +91,8 @@ class Trainer:
 
         self.round = 0
         self.inner_steps = 0
-        self.tokens_total = 0
+        self.tokens_total = 0  # every token this node processed in reported rounds
+        self.tokens_contributed = 0  # tokens of rounds that went into the model (ok all-reduce)
         self.rounds_done = 0
         self.bytes_sent = self.bytes_received = 0
         self.need_resync = False
@@ -147,8 +148,8 @@ class Trainer:
         self._load_global(GlobalState(ckpt["round"], ckpt["params"], ckpt["momentum"]))
         self.inner_opt.load_state_dict(ckpt["inner_opt"])
         self.sampler.rng.set_state(ckpt["sampler_rng"])
-        for k in ("inner_steps", "tokens_total", "rounds_done", "bytes_sent", "bytes_received", "initial_val_bpb", "last_val_bpb"):
-            setattr(self, k, ckpt[k])
+        for k in ("inner_steps", "tokens_total", "tokens_contributed", "rounds_done", "bytes_sent", "bytes_received", "initial_val_bpb", "last_val_bpb"):
+            setattr(self, k, ckpt.get(k, getattr(self, k)))
         self.resumed_from = {"round": self.round, "state_hash": GlobalState(self.round, self.global_params, []).hash}
         logger.info("resumed from %s at round %d", self.checkpoint_path, self.round)
 
@@ -157,7 +158,7 @@ class Trainer:
         save_checkpoint(self.checkpoint_path, {
             "manifest_hash": self.manifest.content_hash, "round": snap.round, "params": snap.params,
             "momentum": snap.momentum, "inner_opt": self.inner_opt.state_dict(), "sampler_rng": self.sampler.rng.get_state(),
-            "inner_steps": self.inner_steps, "tokens_total": self.tokens_total, "rounds_done": self.rounds_done,
+            "inner_steps": self.inner_steps, "tokens_total": self.tokens_total, "tokens_contributed": self.tokens_contributed, "rounds_done": self.rounds_done,
             "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
             "initial_val_bpb": self.initial_val_bpb, "last_val_bpb": self.last_val_bpb,
         })
@@ -294,6 +295,7 @@ class Trainer:
         val = None
         if averaged is not None:
             self.rounds_done += 1
+            self.tokens_contributed += tokens
             if self.first_contribution is None:
                 self.first_contribution = round_
             self.hash_history[self.round] = self._snapshot.hash

@@ -31,6 +31,13 @@ def test_import_linter_contracts_hold():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_finds_no_unused_or_undefined_names():
+    """pyflakes-level lint (config in pyproject): unused imports, undefined names, syntax errors."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     "package, heavy",
     [

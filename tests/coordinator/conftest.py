@@ -5,11 +5,9 @@
 - ``make_report`` / ``make_heartbeat``: messages from seeded identities, stamped with ``clock``;
 - ``coordinator_process``: starts ``python -m coordinator`` subprocesses on 127.0.0.1 (port 0,
   learned from ``--port-file``) and stops whatever is left at teardown;
-- ``dashboard_feed``: the feed behind the browser test. The default is a
-  :class:`~coordinator_testing.ReporterFeed` (three ``node.reporter.Reporter`` with distinct
-  identities) against a coordinator subprocess. Any object with the
-  :class:`~coordinator_testing.SwarmFeed` interface can replace it, e.g. a real 3-node swarm:
-  override this fixture in a conftest closer to the test, or here.
+- ``dashboard_feed``: the feed behind the browser test: a real 3-node swarm (``swarm_feed.py``)
+  reporting to a coordinator subprocess. Anything with the
+  :class:`~coordinator_testing.SwarmFeed` interface can stand in.
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coordinator_testing import REPO, RUN_ID, Clock, CoordinatorProcess, ReporterFeed, SwarmFeed
+from coordinator_testing import REPO, RUN_ID, Clock, CoordinatorProcess, SwarmFeed
 
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
@@ -111,9 +109,17 @@ def coordinator_process(tmp_path: Path) -> Iterator[Callable[..., CoordinatorPro
 
 @pytest.fixture
 def dashboard_feed(tmp_path: Path, coordinator_process: Callable[..., CoordinatorProcess]) -> Iterator[SwarmFeed]:
-    coordinator = coordinator_process(tmp_path / "ledger.sqlite3")
-    feed = ReporterFeed(coordinator.url, tmp_path / "outboxes")
+    """A real 3-node swarm (``swarm join`` processes on 127.0.0.1) reporting to a coordinator subprocess."""
+    from node.config import NodeConfig
+    from node.manifests import manifest_from_flags
+    from swarm_feed import RealSwarmFeed
+
+    manifest = tmp_path / "manifest.msgpack"
+    manifest.write_bytes(manifest_from_flags(NodeConfig(run_id="browser-test", round_tokens=20_000)).to_bytes())
+    coordinator = coordinator_process(tmp_path / "ledger.sqlite3", 0, "--manifest", str(manifest))
+    feed = RealSwarmFeed(coordinator.url, tmp_path / "swarm")
     try:
         yield feed
     finally:
         feed.close()
+

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Playwright drives Debian's Chromium (headless) against a
-coordinator subprocess fed by ``dashboard_feed`` (three reporters with distinct identities by
-default; a real 3-node swarm can take its place, see conftest.py).
+coordinator subprocess fed by ``dashboard_feed``: a real 3-node swarm of ``swarm join``
+processes on 127.0.0.1 (see swarm_feed.py).
 
 Asserts: the peers table lists the three nodes; the leaderboard's token totals equal the
 nodes' own counts; the loss chart gains points while the page is open; a peer-supplied name
