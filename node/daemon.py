@@ -111,6 +111,7 @@ class Node:
             "state_hash": t.state_hash, "hashes": {str(k): v for k, v in t.hash_history.items()},
             "resumed_from": t.resumed_from, "synced_from_peers": t.synced_from_peers,
             "first_contribution": t.first_contribution, "inner_steps": t.inner_steps,
+            "compute_s": round(t.compute_s, 3), "eval_s": round(t.eval_s, 3),
             "maddrs": self.swarm.visible_maddrs if self.swarm else [], "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 1),
         })

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from node.config import NodeConfig
+
 __all__ = ["DemoSwarm", "run_demo"]
 
 logger = logging.getLogger(__name__)
@@ -124,7 +126,6 @@ class DemoSwarm:
 
 
 def _start_coordinator(workdir: Path, port: int, run_id: str, round_tokens: int, model: str, codec: str) -> tuple[subprocess.Popen[bytes], str]:
-    from node.config import NodeConfig
     from node.manifests import manifest_from_flags
 
     manifest = manifest_from_flags(NodeConfig(run_id=run_id, round_tokens=round_tokens, model=model, codec=codec))
@@ -185,14 +186,22 @@ def run_demo(args: argparse.Namespace) -> int:
                 print("stopping the swarm...", flush=True)
             swarm.stop()
             final = swarm.statuses()
+        nodes = [
+            {k: final[n].get(k) for k in ("peer_id", "public_name", "initial_val_bpb", "final_val_bpb", "rounds", "tokens",
+                                         "tokens_contributed", "bytes_sent", "bytes_received", "state_hash", "compute_s",
+                                         "eval_s", "inner_steps", "uptime_s")}
+            for n in names if n in final
+        ]
+        elapsed = time.monotonic() - t0
         report = {
-            "nodes": [
-                {k: final[n].get(k) for k in ("peer_id", "public_name", "initial_val_bpb", "final_val_bpb", "rounds", "tokens",
-                                             "bytes_sent", "bytes_received", "state_hash")}
-                for n in names if n in final
-            ],
+            "nodes": nodes,
             "run_id": run_id,
             "seconds": args.seconds,
+            "elapsed_s": round(elapsed, 1),  # from when every node was launched to the stop
+            "round_tokens": round_tokens,
+            "matchmaking_time_s": NodeConfig.model_fields["matchmaking_time_s"].default,
+            "swarm_tokens_per_s": round(sum(n["tokens"] or 0 for n in nodes) / elapsed, 1),
+            "rounds_per_hour": round(max((n["rounds"] or 0) for n in nodes) / elapsed * 3600, 1) if nodes else 0.0,
             "workdir": str(workdir),
             "dashboard": url,
         }

@@ -54,6 +54,7 @@ class SyncTrainer:
         swarm.averager = self.opt  # shut down with the swarm
         self.round = self.rounds_done = self.tokens_total = self.tokens_contributed = self.inner_steps = 0
         self.bytes_sent = self.bytes_received = 0
+        self.compute_s = self.eval_s = 0.0
         self.initial_val_bpb: float | None = None
         self.last_val_bpb: float | None = None
         self.hash_history: dict[int, str] = {}
@@ -84,6 +85,7 @@ class SyncTrainer:
             self.opt.step()  # accumulates locally; averages and steps when the swarm hits the target batch
             self.opt.zero_grad()
             compute_s += time.perf_counter() - t0
+            self.compute_s += time.perf_counter() - t0
             self.inner_steps += 1
             tokens += x.numel()
             samples += x.shape[0]

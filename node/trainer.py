@@ -95,6 +95,8 @@ class Trainer:
         self.tokens_contributed = 0  # tokens of rounds that went into the model (ok all-reduce)
         self.rounds_done = 0
         self.bytes_sent = self.bytes_received = 0
+        self.compute_s = 0.0  # seconds in forward/backward/optimizer, all rounds
+        self.eval_s = 0.0  # seconds spent on validation
         self.need_resync = False
         self.initial_val_bpb: float | None = None
         self.last_val_bpb: float | None = None
@@ -191,7 +193,10 @@ class Trainer:
         return True
 
     def evaluate(self) -> float:
-        return evaluate_bpb(self.model, self.val_data, self.manifest.model.block_size, self.device, batches=self.eval_batches)
+        t0 = time.perf_counter()
+        bpb = evaluate_bpb(self.model, self.val_data, self.manifest.model.block_size, self.device, batches=self.eval_batches)
+        self.eval_s += time.perf_counter() - t0
+        return bpb
 
     # ---------------------------------------------------------------- the round
     def inner_phase(self, stop: threading.Event) -> tuple[int, int, float, float]:
@@ -292,6 +297,7 @@ class Trainer:
         self.bytes_sent += sent
         self.bytes_received += received
         self.tokens_total += tokens
+        self.compute_s += compute_s
         val = None
         if averaged is not None:
             self.rounds_done += 1

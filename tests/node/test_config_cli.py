@@ -78,3 +78,12 @@ def test_join_without_peers_or_new_swarm_exits_with_a_clear_message(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "--new-swarm" in out.stderr
+
+
+def test_documented_example_manifest_loads():
+    from pathlib import Path
+
+    from node.model import preset
+
+    m = load_manifest_file(Path(__file__).resolve().parents[2] / "docs" / "examples" / "run.toml")
+    assert m.model == preset("small") and m.codec == "int8" and m.round_tokens == 2_000_000
