@@ -17,39 +17,71 @@ shared-memory counters (the runner lives in the averager's child process).
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing as mp
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import torch
 from hivemind.averaging import DecentralizedAverager
-from hivemind.averaging.allreduce import AllReduceRunner, AveragingMode
+from hivemind.averaging.allreduce import AllreduceException, AllReduceRunner, AveragingMode
 from hivemind.averaging.partition import BannedException
-from hivemind.compression import (
-    CompressionBase,
-    Float16Compression,
-    NoCompression,
-    Uniform8BitQuantization,
-    deserialize_torch_tensor,
-    serialize_torch_tensor,
-)
-from hivemind.proto import averaging_pb2
+from hivemind.compression import CompressionBase, CompressionInfo, deserialize_torch_tensor
+from hivemind.proto import averaging_pb2, runtime_pb2
 from hivemind.utils import get_dht_time
-from hivemind.utils.asyncio import amap_in_executor, as_aiter, azip
+from hivemind.utils.asyncio import aiter_with_timeout, amap_in_executor, as_aiter, attach_event_on_finished, azip
 
-__all__ = ["ByteCounters", "PseudoGradientAverager", "make_codec"]
+from node.codecs import PART_VALUES, Codec, decode_sparse, get_codec
+
+__all__ = ["ByteCounters", "PseudoGradientAverager", "WireCodec", "make_codec"]
+
+_TAG = "capaswarm:"  # dtype field of parts in our own codecs; hivemind's codecs keep their own
 
 
-def make_codec(name: str) -> CompressionBase:
-    """Codec name from the run manifest -> hivemind compression."""
-    codecs: dict[str, Callable[[], CompressionBase]] = {
-        "none": NoCompression,
-        "fp16": Float16Compression,
-        "int8": Uniform8BitQuantization,
-    }
-    if name not in codecs:
-        raise ValueError(f"unknown codec {name!r}; choose one of {sorted(codecs)}")
-    return codecs[name]()
+class WireCodec(CompressionBase):
+    """A ``node.codecs.Codec`` in hivemind's compression slot, for both directions of the all-reduce."""
+
+    compression_type = runtime_pb2.CompressionType.NONE  # unused: our parts are told apart by dtype
+
+    def __init__(self, codec: Codec):
+        self.codec = codec
+
+    def compress(self, tensor: torch.Tensor, info: CompressionInfo, allow_inplace: bool = False) -> runtime_pb2.Tensor:
+        return self._wrap(tensor, down=False)
+
+    def compress_down(self, tensor: torch.Tensor) -> runtime_pb2.Tensor:
+        return self._wrap(tensor, down=True)
+
+    def _wrap(self, tensor: torch.Tensor, down: bool) -> runtime_pb2.Tensor:
+        if self.codec.kind == "hivemind":
+            return self.codec.to_hivemind(tensor)
+        data = self.codec.encode_down(tensor) if down else self.codec.encode(tensor)
+        tag = f"{_TAG}{self.codec.name}{':down' if down else ''}"
+        return runtime_pb2.Tensor(buffer=data, size=list(tensor.shape), dtype=tag, requires_grad=False)
+
+    def extract(self, serialized: runtime_pb2.Tensor) -> torch.Tensor:
+        if not serialized.dtype.startswith(_TAG):
+            return deserialize_torch_tensor(serialized)
+        name = serialized.dtype[len(_TAG):].removesuffix(":down")
+        if name != self.codec.name:
+            raise ValueError(f"peer sent a {name!r} part; this run uses {self.codec.name!r}")
+        n = math.prod(serialized.size)
+        if serialized.dtype.endswith(":down") and self.codec.kind == "topk":
+            return decode_sparse(serialized.buffer, n).view(*serialized.size)
+        return self.codec.decode(serialized.buffer, n).view(*serialized.size)
+
+    def estimate_compression_ratio(self, info: CompressionInfo) -> float:
+        # hivemind cuts parts of int(part_size_bytes / (4 * ratio)) values: make that exactly PART_VALUES,
+        # so that part boundaries (where our quantization blocks restart) are known to the node
+        return 2**19 / (4 * PART_VALUES)
+
+    def roundtrip_down(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.extract(self.compress_down(tensor))
+
+
+def make_codec(name: str) -> WireCodec:
+    """Codec name from the run manifest -> the all-reduce's wire codec."""
+    return WireCodec(get_codec(name))
 
 
 class ByteCounters:
@@ -102,21 +134,44 @@ class ExactAverageRunner(AllReduceRunner):
     def _get_peer_stub(self, peer: Any) -> Any:
         return _CountingStub(super()._get_peer_stub(peer), self.counters)
 
-    def _codec_roundtrip(self, part: torch.Tensor) -> torch.Tensor:
-        """What a remote sender receives for this part: our own share must be bit-identical to it."""
-        codec = self.tensor_part_container.compression
-        return deserialize_torch_tensor(serialize_torch_tensor(part, codec.compression_type))
+    @property
+    def codec(self) -> WireCodec:
+        return self.tensor_part_container.compression
 
     async def _communicate_with_peer(self, peer_id: Any) -> None:
-        if peer_id != self.peer_id:
-            return await super()._communicate_with_peer(peer_id)
         peer_index = self.ordered_peer_ids.index(peer_id)
-        sender_index = self.sender_peer_ids.index(peer_id)
         loop = asyncio.get_event_loop()
-        for part_index, tensor_part in enumerate(self.parts_for_local_averaging):
-            averaged = await self.tensor_part_reducer.accumulate_part(sender_index, part_index, tensor_part, weight=self.weight)
-            averaged = await loop.run_in_executor(None, self._codec_roundtrip, averaged)
-            self.tensor_part_container.register_processed_part(peer_index, part_index, averaged)
+        if peer_id == self.peer_id:  # our own share: keep exactly what remote senders will decode
+            sender_index = self.sender_peer_ids.index(peer_id)
+            for part_index, tensor_part in enumerate(self.parts_for_local_averaging):
+                averaged = await self.tensor_part_reducer.accumulate_part(sender_index, part_index, tensor_part, weight=self.weight)
+                averaged = await loop.run_in_executor(None, self.codec.roundtrip_down, averaged)
+                self.tensor_part_container.register_processed_part(peer_index, part_index, averaged)
+            return
+        # a remote reducer: as hivemind's, but parts are decoded by our codec
+        try:
+            done_sending = asyncio.Event()
+            inputs_aiter = attach_event_on_finished(self._generate_input_for_peer(peer_index), done_sending)
+            stream = await self._get_peer_stub(peer_id).rpc_aggregate_part(inputs_aiter)
+            if self.should_delay_results(self.peer_id):
+                await done_sending.wait()
+            part_index = 0
+
+            def _decode(msg: Any) -> torch.Tensor:
+                if msg.code != averaging_pb2.AVERAGED_PART:
+                    raise AllreduceException(f"{peer_id} sent {averaging_pb2.MessageCode.Name(msg.code)}")
+                return self.codec.extract(msg.tensor_part)
+
+            async for averaged in amap_in_executor(
+                _decode, aiter_with_timeout(stream, self.reducer_timeout), max_prefetch=self.tensor_part_container.prefetch
+            ):
+                self.tensor_part_container.register_processed_part(peer_index, part_index, averaged)
+                part_index += 1
+            if part_index != self.tensor_part_container.num_parts_by_peer[peer_index]:
+                raise AllreduceException(f"peer {peer_id} sent {part_index} parts, expected {self.tensor_part_container.num_parts_by_peer[peer_index]}")
+        except BaseException:
+            self.tensor_part_container.register_failed_reducer(peer_index)
+            raise
 
     async def rpc_aggregate_part(self, stream: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         async for msg in super().rpc_aggregate_part(_count(stream, self.counters.add_received), context):
@@ -127,8 +182,8 @@ class ExactAverageRunner(AllReduceRunner):
         part_index = 0
         try:
             loop = asyncio.get_event_loop()
-            async for tensor_part, weight, part_compression in amap_in_executor(
-                lambda msg: (deserialize_torch_tensor(msg.tensor_part), msg.weight, msg.tensor_part.compression),
+            async for tensor_part, weight in amap_in_executor(
+                lambda msg: (self.codec.extract(msg.tensor_part), msg.weight),
                 stream,
                 max_prefetch=self.tensor_part_container.prefetch,
             ):
@@ -137,7 +192,7 @@ class ExactAverageRunner(AllReduceRunner):
                     part_index += 1
                 except BannedException:
                     break
-                serialized = await loop.run_in_executor(None, serialize_torch_tensor, averaged, part_compression)
+                serialized = await loop.run_in_executor(None, self.codec.compress_down, averaged)
                 yield averaging_pb2.AveragingData(code=averaging_pb2.AVERAGED_PART, tensor_part=serialized)
         finally:
             if part_index != self.tensor_part_reducer.num_parts:

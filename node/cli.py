@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protocol.manifest import CODECS as CODEC_NAMES
+
 __all__ = ["build_parser", "main"]
 
 # flag -> (config key, argparse options); hyphen and underscore spellings are both accepted
@@ -30,7 +32,7 @@ JOIN_FLAGS: dict[str, dict[str, Any]] = {
     "data": dict(type=Path, help="your own text files or folder (default: Python stdlib sources)"),
     "state-dir": dict(type=Path, help="checkpoints, outbox and identity (default ~/.capaswarm)"),
     "coordinator": dict(help="coordinator URL: fetch the run manifest there and report contributions"),
-    "codec": dict(choices=["none", "fp16", "int8"], help="pseudo-gradient codec for a new manifest"),
+    "codec": dict(choices=sorted(CODEC_NAMES), help="pseudo-gradient codec for a new manifest"),
     "algorithm": dict(choices=["diloco", "sync"], help="diloco, or sync (hivemind.Optimizer baseline)"),
     "round-tokens": dict(type=int, help="swarm-wide tokens per round for a new manifest"),
     "batch-size": dict(type=int, help="sequences per inner step for a new manifest"),
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--report", type=Path, default=None, help="write a JSON report here")
     demo.add_argument("--workdir", type=Path, default=None, help="state of every node (default: a temp dir)")
     demo.add_argument("--model", default="tiny")
-    demo.add_argument("--codec", default="fp16", choices=["none", "fp16", "int8"])
+    demo.add_argument("--codec", default="fp16", choices=sorted(CODEC_NAMES))
     demo.add_argument("--round-tokens", "--round_tokens", dest="round_tokens", type=int, default=None)
     demo.add_argument("--port", type=int, default=0, help="dashboard port (default: any free port)")
     demo.add_argument("--no-coordinator", action="store_true", help="do not start the coordinator")

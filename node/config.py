@@ -38,7 +38,7 @@ class NodeConfig(BaseSettings):
     manifest: Path | None = Field(None, description="run manifest file (TOML or msgpack)")
     run_id: str = Field("capaswarm-demo", description="new manifest: run id")
     model: str = Field("tiny", description="new manifest: model preset (tiny | small | gpt2-124m)")
-    codec: str = Field("fp16", description="new manifest: pseudo-gradient codec (none | fp16 | int8)")
+    codec: str = Field("fp16", description="new manifest: pseudo-gradient codec (none | fp16 | int8 | q4 | q2ef | topkef)")
     algorithm: Literal["diloco", "sync"] = Field("diloco", description="new manifest: diloco, or sync = hivemind.Optimizer baseline")
     round_tokens: int | None = Field(None, description="new manifest: swarm-wide tokens per round")
     batch_size: int | None = Field(None, description="new manifest: sequences per inner step")

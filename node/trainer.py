@@ -26,6 +26,7 @@ import torch
 
 from node.config import NodeConfig
 from node.averaging import PseudoGradientAverager, make_codec
+from node.codecs import ErrorFeedback, get_codec
 from node.data import ByteSampler, Corpus, evaluate_bpb
 from node.model import GPT
 from node.policies.schedule import is_behind
@@ -88,6 +89,8 @@ class Trainer:
         self.sampler = ByteSampler.for_node(corpus.train, spec.block_size, hp.batch_size, manifest.run_id, peer_id)
         self.val_data = corpus.val
         self.payload_bytes = 4 * sum(p.numel() for p in self.global_params)
+        codec = get_codec(manifest.codec)
+        self.error_feedback = ErrorFeedback(codec, [p.shape for p in self.global_params]) if codec.error_feedback else None
 
         self.round = 0
         self.inner_steps = 0
@@ -150,6 +153,8 @@ class Trainer:
         self._load_global(GlobalState(ckpt["round"], ckpt["params"], ckpt["momentum"]))
         self.inner_opt.load_state_dict(ckpt["inner_opt"])
         self.sampler.rng.set_state(ckpt["sampler_rng"])
+        if self.error_feedback is not None and ckpt.get("ef_residuals") is not None:
+            self.error_feedback.load_state_dict(ckpt["ef_residuals"])
         for k in ("inner_steps", "tokens_total", "tokens_contributed", "rounds_done", "bytes_sent", "bytes_received", "initial_val_bpb", "last_val_bpb"):
             setattr(self, k, ckpt.get(k, getattr(self, k)))
         self.resumed_from = {"round": self.round, "state_hash": GlobalState(self.round, self.global_params, []).hash}
@@ -163,6 +168,7 @@ class Trainer:
             "inner_steps": self.inner_steps, "tokens_total": self.tokens_total, "tokens_contributed": self.tokens_contributed, "rounds_done": self.rounds_done,
             "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
             "initial_val_bpb": self.initial_val_bpb, "last_val_bpb": self.last_val_bpb,
+            "ef_residuals": self.error_feedback.state_dict() if self.error_feedback is not None else None,
         })
 
     def sync_from_peers(self, timeout: float = 30.0) -> bool:
@@ -238,6 +244,10 @@ class Trainer:
             return pseudo, [(self.peer_id, tokens)]
         self.status = "averaging"
         averager = self.swarm.averager
+        residuals_before = None
+        if self.error_feedback is not None:  # send what the codec can carry; keep the rest for next round
+            residuals_before = self.error_feedback.state_dict()
+            pseudo = self.error_feedback.apply(pseudo)
         with averager.get_tensors() as buffers:
             for b, g in zip(buffers, pseudo):
                 b.copy_(g)
@@ -251,6 +261,8 @@ class Trainer:
             logger.warning("round %d: all-reduce failed: %r", self.round, e)
             gathered = None
         if not gathered:
+            if residuals_before is not None:  # the round's work is discarded: so is its residual update
+                self.error_feedback.load_state_dict(residuals_before)
             return None, []
         group = [(str(peer), int(info["tokens"])) for peer, info in gathered.items()]
         hashes = Counter(info["state_hash"] for info in gathered.values())
