@@ -31,6 +31,7 @@ from hivemind.proto import averaging_pb2, runtime_pb2
 from hivemind.utils import get_dht_time
 from hivemind.utils.asyncio import aiter_with_timeout, amap_in_executor, as_aiter, attach_event_on_finished, azip
 
+from node import faults
 from node.codecs import PART_VALUES, Codec, decode_sparse, get_codec
 
 __all__ = ["ByteCounters", "PseudoGradientAverager", "WireCodec", "make_codec"]
@@ -134,6 +135,14 @@ class ExactAverageRunner(AllReduceRunner):
     def _get_peer_stub(self, peer: Any) -> Any:
         return _CountingStub(super()._get_peer_stub(peer), self.counters)
 
+    async def _generate_input_for_peer(self, peer_index: int) -> AsyncIterator[Any]:
+        first = True
+        async for msg in super()._generate_input_for_peer(peer_index):
+            yield msg
+            if first:
+                faults.maybe_fail_mid_allreduce()  # test seam; a no-op unless CAPASWARM_FAULT is set
+                first = False
+
     @property
     def codec(self) -> WireCodec:
         return self.tensor_part_container.compression
@@ -232,11 +241,16 @@ class PseudoGradientAverager(DecentralizedAverager):
         )
         assert group_id in self._running_groups, f"group {group_id} was not registered"
         self._running_groups[group_id].set_result(runner)
+        faults.allreduce_started()
         if runner.modes[group_info.peer_ids.index(self.peer_id)] == AveragingMode.AUX:
             async for _ in runner:
                 raise ValueError("aux peers should not receive averaged tensors")
             return
         async for tensor, averaged in azip(as_aiter(*tensors), runner):
             tensor.copy_(averaged)  # the average itself, bit-identical on every member
-            self.last_updated = get_dht_time()
-            self._state_updated.set()
+        if runner.tensor_part_container.failed_size:
+            # a reducer died: hivemind would fill its share with our own values, which differ on every
+            # member; fail the round instead, so that all survivors keep identical global parameters
+            raise AllreduceException(f"a reducer failed ({runner.tensor_part_container.failed_size} values); round abandoned")
+        self.last_updated = get_dht_time()
+        self._state_updated.set()

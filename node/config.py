@@ -55,7 +55,8 @@ class NodeConfig(BaseSettings):
     # --- averaging -----------------------------------------------------------------------
     matchmaking_time_s: float = Field(3.0, gt=0, description="how long peers gather into a group")
     bandwidth_mbps: float = Field(20.0, gt=0, description="assumed slowest link in Mbit/s; timeouts derive from it")
-    progress_expiration_s: float = Field(20.0, gt=0, description="a silent peer stops counting after this long")
+    chunk_timeout_floor_s: float = Field(2.0, gt=0, description="least wait for the next all-reduce part before banning a peer")
+    progress_expiration_s: float = Field(10.0, gt=0, description="a silent peer stops counting after this long")
 
     # --- lifecycle -----------------------------------------------------------------------
     status_interval_s: float = Field(30.0, gt=0, description="one-line status this often")

@@ -119,7 +119,7 @@ class Node:
     def on_round(self, r: RoundResult) -> None:
         self.last_result = r
         if not r.ok:
-            logger.warning("round %d failed; local work discarded, will resynchronise", r.round)
+            logger.warning("round %d failed: its local work is discarded", r.round)
         self._report(r)
         self.write_status()
 

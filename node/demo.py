@@ -58,7 +58,8 @@ class DemoSwarm:
     def state_dir(self, name: str) -> Path:
         return self.workdir / name
 
-    def start_node(self, name: str, initial_peers: list[str] | None = None, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    def start_node(self, name: str, initial_peers: list[str] | None = None, extra: list[str] | None = None,
+                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         state = self.state_dir(name)
         state.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "node", "join", "--host-maddrs", LOOPBACK, "--state-dir", str(state),
@@ -66,7 +67,7 @@ class DemoSwarm:
         cmd += ["--initial-peers", *initial_peers] if initial_peers else ["--new-swarm"]
         cmd += ["--coordinator", self.coordinator_url] if self.coordinator_url else self.manifest_args
         cmd += self.extra_args + (extra or [])
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         log = open(state / "node.log", "ab")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()

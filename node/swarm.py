@@ -61,7 +61,9 @@ def make_tracker(dht: hivemind.DHT, manifest: RunManifest, cfg: NodeConfig) -> P
 def averager_kwargs(cfg: NodeConfig, payload_bytes: int, max_peers: int = 64) -> dict[str, Any]:
     """Matchmaking and all-reduce timeouts from payload size and the assumed link speed."""
     bandwidth = cfg.bandwidth_mbps * 1e6 / 8
-    chunk_timeout = max(5.0, 3 * (2**19) / bandwidth)  # one 512 KiB part at a third of the link
+    # a sender silent for this long is banned; a reducer silent for twice this long fails the round:
+    # one 512 KiB part at a third of the link speed, but at least the floor (CPU hiccups on small boxes)
+    chunk_timeout = max(cfg.chunk_timeout_floor_s, 3 * (2**19) / bandwidth)
     return dict(
         min_matchmaking_time=cfg.matchmaking_time_s,
         request_timeout=min(1.0, cfg.matchmaking_time_s / 2),  # hivemind: keep below matchmaking time

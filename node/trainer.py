@@ -30,6 +30,7 @@ from node.codecs import ErrorFeedback, get_codec
 from node.data import ByteSampler, Corpus, evaluate_bpb
 from node.model import GPT
 from node.policies.schedule import is_behind
+from node.policies.timeouts import state_download_timeout
 from node.state import GlobalState, load_checkpoint, save_checkpoint
 from node.swarm import SwarmHandles, averager_kwargs, make_tracker, run_prefix
 from protocol import RunManifest
@@ -124,6 +125,7 @@ class Trainer:
         )
         self.swarm.averager.state_sharing_priority = float(self.round)
         self.step_timeout = 3 * opts["min_matchmaking_time"] + 2
+        self.bandwidth = opts["bandwidth"]  # bytes/s: the slowest link the timeouts assume
 
     @property
     def state_hash(self) -> str:
@@ -171,10 +173,15 @@ class Trainer:
             "ef_residuals": self.error_feedback.state_dict() if self.error_feedback is not None else None,
         })
 
-    def sync_from_peers(self, timeout: float = 30.0) -> bool:
+    def sync_from_peers(self) -> bool:
         """Download the latest global state from a peer, check it, adopt it. True on success."""
+        timeout = state_download_timeout(2 * self.payload_bytes, self.bandwidth)
         self.status = "syncing"
-        got = self.swarm.averager.load_state_from_peers(timeout=timeout)
+        try:
+            got = self.swarm.averager.load_state_from_peers(timeout=timeout)
+        except Exception as e:  # a peer that froze mid-download; the next round tries again
+            logger.warning("state download failed: %r", e)
+            return False
         if got is None:
             return False
         meta, tensors = got
@@ -256,10 +263,16 @@ class Trainer:
                 gather={"tokens": tokens, "state_hash": self._snapshot.hash},
                 weight=float(max(tokens, 1)),
                 timeout=self.step_timeout,
+                allow_retries=False,  # a retry would run on buffers a failed attempt already overwrote
             )
         except Exception as e:  # a failed group is an expected event in a volunteer swarm
             logger.warning("round %d: all-reduce failed: %r", self.round, e)
             gathered = None
+        if gathered:
+            with averager.get_tensors() as buffers:
+                if not all(torch.isfinite(b).all() for b in buffers):
+                    logger.error("round %d: the group's average is not finite; round abandoned", self.round)
+                    gathered = None
         if not gathered:
             if residuals_before is not None:  # the round's work is discarded: so is its residual update
                 self.error_feedback.load_state_dict(residuals_before)
@@ -300,8 +313,9 @@ class Trainer:
                 self.outer_step(averaged)
                 self.round = self.swarm.tracker.update_epoch(self.round + 1)
             else:
+                # everyone whose group failed keeps the old global state; if some members did step,
+                # the swarm's round moves past ours and the next round starts with a download
                 self._reset_local()
-                self.need_resync = True
         self._snapshot = self._make_snapshot()
         self.swarm.averager.state_sharing_priority = float(self.round)
         sent = self.swarm.averager.counters.sent - sent0
