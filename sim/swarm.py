@@ -50,8 +50,8 @@ class Group:
         self.ok, self.size, self.share, self.cause = True, len(members), 1.0, ""
 
 
-class OnlineSet:
-    """Online node ids with O(1) add, remove and uniform choice (a provider of state)."""
+class IdSet:
+    """Node ids with O(1) add, remove and uniform choice (online nodes; holders of a state)."""
 
     def __init__(self) -> None:
         self.items: list[int] = []
@@ -61,15 +61,23 @@ class OnlineSet:
         self.pos[i] = len(self.items)
         self.items.append(i)
 
-    def remove(self, i: int) -> None:
+    def discard(self, i: int) -> None:
+        if i not in self.pos:
+            return
         k = self.pos.pop(i)
         last = self.items.pop()
         if last != i:
             self.items[k] = last
             self.pos[last] = k
 
+    def __contains__(self, i: int) -> bool:
+        return i in self.pos
+
     def __len__(self) -> int:
         return len(self.items)
+
+
+HOLDS_STATE = (COMPUTING, AVERAGING, EVAL)  # can serve a state download
 
 
 class Swarm:
@@ -97,8 +105,10 @@ class Swarm:
         self.tokens = [0.0] * n  # tokens of the round it is averaging or evaluating
         self.group: list[Group | None] = [None] * n
         self.attempt = [0] * n  # failed state downloads in a row
+        self.uploads = [0] * n  # state downloads a node is serving now
         self.retired = [False] * n
-        self.online = OnlineSet()
+        self.online = IdSet()
+        self.holders = IdSet()  # online nodes that hold a global state (status in HOLDS_STATE)
         self.computing: dict[int, None] = {}  # insertion-ordered, so iteration is deterministic
         self.waiting: list[tuple[int, int]] = []  # (node, gen) waiting for a newer state
         self.R = self.S = 0.0
@@ -150,9 +160,9 @@ class Swarm:
             self.acct.waste(i, self.tokens[i], "straggler")
         elif st == EVAL:  # its round is in the model; the report goes out as it shuts down
             self.acct.report(i, self.tokens[i], t - self.round_start[i], ok=True)
-        self.status[i] = OFFLINE
+        self._set_status(i, OFFLINE)
         self.gen[i] += 1
-        self.online.remove(i)
+        self.online.discard(i)
         pop = self.cfg.populations[self.nodes.pop[i]]
         self.acct.leave(i, t, graceful=self.rng_leave.random() < pop.graceful)
         self.trace(t, "leave", i)
@@ -174,19 +184,20 @@ class Swarm:
     # --- state download -------------------------------------------------------------------------
     def _download(self, i: int) -> None:
         t, nodes, rng = self.engine.now, self.nodes, self.rng_dl
-        self.status[i] = DOWNLOADING
+        self._set_status(i, DOWNLOADING)
         provider = -1
-        for _ in range(3):  # ask a peer that holds a state (not one that is downloading itself)
-            k = self.online.items[rng.randrange(len(self.online))]
-            if k != i and self.status[k] >= COMPUTING:
+        for _ in range(3 if len(self.holders) else 0):  # a peer that holds a state: the least busy of 3 asked
+            k = self.holders.items[rng.randrange(len(self.holders))]
+            if provider < 0 or self.uploads[k] < self.uploads[provider]:
                 provider = k
-                break
         if provider < 0:  # node/trainer.py: "no peer could give us newer state yet; continuing"
             self.held[i] = self.state_round
             self._start_computing(i, t)
             return
         self.acct.downloads += 1
-        bandwidth = min(nodes.down[i], nodes.up[provider])
+        # the provider's uplink is shared with the downloads it already serves (fixed at the start)
+        bandwidth = min(nodes.down[i], nodes.up[provider] / (self.uploads[provider] + 1))
+        self.uploads[provider] += 1
         duration = self.state_bytes / bandwidth + nodes.rtt[i]
         timeout = state_download_timeout(int(self.state_bytes), self.proto.assumed_bandwidth_mbps * MBIT)
         unlucky = rng.random() < self.proto.download_failure_rate
@@ -194,12 +205,13 @@ class Swarm:
         if duration > timeout or unlucky:
             give_up = min(duration, timeout) * (rng.random() if unlucky else 1.0)
             self.acct.transfer(provider, i, self.state_bytes * give_up / duration)
-            self.engine.at(t + give_up, self._download_failed, i, self.gen[i])
+            self.engine.at(t + give_up, self._download_failed, i, self.gen[i], provider)
         else:
             self.acct.transfer(provider, i, self.state_bytes)
-            self.engine.at(t + duration, self._downloaded, i, self.gen[i], self.state_round)
+            self.engine.at(t + duration, self._downloaded, i, self.gen[i], self.state_round, provider)
 
-    def _download_failed(self, i: int, gen: int) -> None:
+    def _download_failed(self, i: int, gen: int, provider: int) -> None:
+        self.uploads[provider] -= 1
         if gen == self.gen[i]:
             delay = next_delay(self.attempt[i], self.rng_dl, base=1.0, cap=60.0)
             self.attempt[i] += 1
@@ -210,7 +222,8 @@ class Swarm:
             self._download(i)
             self._retarget()
 
-    def _downloaded(self, i: int, gen: int, state_round: int) -> None:
+    def _downloaded(self, i: int, gen: int, state_round: int, provider: int) -> None:
+        self.uploads[provider] -= 1
         if gen == self.gen[i]:
             self.attempt[i] = 0
             self._ready(i, state_round)
@@ -224,7 +237,7 @@ class Swarm:
         elif held < self.state_round:
             self._download(i)  # a newer state exists already
         elif self.pending_groups > 0:
-            self.status[i] = WAITING  # the newer state is still being averaged
+            self._set_status(i, WAITING)  # the newer state is still being averaged
             self.waiting.append((i, self.gen[i]))
         else:  # every group of the rounds in between failed: no newer state will come
             self._start_computing(i, self.engine.now)
@@ -235,10 +248,18 @@ class Swarm:
             if gen == self.gen[i] and self.status[i] == WAITING:
                 self._ready(i, self.held[i])
 
+    def _set_status(self, i: int, status: int) -> None:
+        self.status[i] = status
+        if status in HOLDS_STATE:
+            if i not in self.holders:
+                self.holders.add(i)
+        else:
+            self.holders.discard(i)
+
     # --- the inner phase ------------------------------------------------------------------------
     def _start_computing(self, i: int, t: float) -> None:
         rate = self.nodes.rate[i]
-        self.status[i] = COMPUTING
+        self._set_status(i, COMPUTING)
         self.start[i] = self.round_start[i] = t
         self.computing[i] = None
         self.R += rate
@@ -295,7 +316,7 @@ class Swarm:
         tokens = self.progress()
         for i in members:
             self._stop_computing(i, t)
-            self.status[i] = AVERAGING
+            self._set_status(i, AVERAGING)
         self.open_round += 1
         self.trace(t, "close", r)
         key = self.nodes.link if self.proto.grouping == "bandwidth" else None
@@ -369,7 +390,7 @@ class Swarm:
         elif live:
             self.trace(t, "averaged", g.round)
             for i in live:
-                self.status[i] = EVAL
+                self._set_status(i, EVAL)
             members = [(i, self.gen[i]) for i in live]
             if self.proto.eval_s > 0:
                 self.engine.at(t + self.proto.eval_s, self._resume, members, g.round)

@@ -95,3 +95,23 @@ def test_bandwidth_tiers_fail_fewer_groups_than_random_groups_under_a_tight_time
         return simulate(dataclasses.replace(cfg, protocol=proto)).summary["rounds"]["group_failures"]
 
     assert failures("bandwidth") < failures("random")
+
+
+def test_joiners_share_the_providers_uplink():
+    """Ten joiners at once, one node to download from: the k-th gets 1/k of its uplink."""
+    from sim.config import LinkProfile, Population, RoundProtocol, SimConfig, const
+    from sim.scenarios import MODELS
+
+    def pop(name, mbps, **kw):
+        link = LinkProfile(up_mbps=const(mbps), down_mbps=const(mbps), max_mbps=1e6)
+        return Population(name=name, count=kw.pop("count", 1), gpus=(("cpu", 1.0),), link=link, session_s=const(1e9),
+                          gap_s=const(1e9), returns=False, tokens_per_s=(100.0,), **kw)
+
+    cfg = SimConfig(scenario="contention", model=MODELS["tiny"], hours=0.1,
+                    populations=(pop("seed", 80.0, online_at_start=1.0), pop("joiners", 1e5, count=10, arrive_at_s=100.0)),
+                    protocol=RoundProtocol(round_tokens=10**12, assumed_bandwidth_mbps=80.0))
+    result = simulate(cfg)
+    sw = result.swarm
+    state_s = 842_496 * 8 / 10e6  # params x (fp32 + outer momentum) at 80 Mbit/s
+    assert sorted(sw.start[1:]) == pytest.approx([100.0 + k * state_s for k in range(1, 11)])
+    assert result.summary["bytes"]["downloads"] == 10
