@@ -3,6 +3,8 @@
     swarm join         run a node (the volunteer's one command)
     swarm demo         a whole local swarm (and its coordinator) on 127.0.0.1
     swarm coordinator  the contribution ledger and dashboard service
+    swarm sim          the swarm simulator (sim/)
+    swarm bench SUITE  benchmarks: quality (token-space), bytes, allreduce, ... (benchmarks/)
 """
 from __future__ import annotations
 
@@ -70,16 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="dashboard port (default: any free port)")
     demo.add_argument("--no-coordinator", action="store_true", help="do not start the coordinator")
 
+    # these own their flags; listed here for --help
     sub.add_parser("coordinator", help="run the contribution ledger and dashboard", add_help=False)
+    sub.add_parser("sim", help="simulate a swarm of thousands of nodes", add_help=False)
+    sub.add_parser("bench", help="run a benchmark suite: quality, bytes, allreduce, utilization, versus, churn, clean",
+                   add_help=False)
     return parser
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    """Subcommands whose packages own their flags: ``swarm coordinator|sim|bench ...``."""
+    if command == "coordinator":
+        from coordinator.cli import main as coordinator_main
+
+        return coordinator_main(argv)
+    if command == "sim":
+        from sim.cli import main as sim_main
+
+        return sim_main(argv)
+    if argv and argv[0] == "quality":  # token-space simulation of the training algorithm
+        from benchmarks.quality import main as quality_main
+
+        return quality_main(argv[1:])
+    from benchmarks.suites import main as suites_main  # shaped-link suites, and `bench clean`
+
+    return suites_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "coordinator":  # the coordinator owns its flags
-        from coordinator.cli import main as coordinator_main
-
-        return coordinator_main(argv[1:])
+    if argv and argv[0] in ("coordinator", "sim", "bench"):
+        return _delegate(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     from node.runlog import setup_logging
 

@@ -87,3 +87,13 @@ def test_documented_example_manifest_loads():
 
     m = load_manifest_file(Path(__file__).resolve().parents[2] / "docs" / "examples" / "run.toml")
     assert m.model == preset("small") and m.codec == "int8" and m.round_tokens == 2_000_000
+
+
+def test_swarm_delegates_sim_and_bench(capsys):
+    from node.cli import main
+
+    assert main(["sim", "--list"]) == 0
+    assert "loopback4" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "quality", "--help"])
+    assert e.value.code == 0 and "--replicas" in capsys.readouterr().out
