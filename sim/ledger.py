@@ -22,7 +22,13 @@ from .population import Nodes
 
 __all__ = ["Accounts", "LedgerView", "WASTE_CAUSES"]
 
-WASTE_CAUSES = ("leave", "timeout", "failure", "straggler")
+WASTE_CAUSES = (
+    "leave",  # the leaver's own unfinished round
+    "left_group",  # the round of a group a member left mid-all-reduce (leave_fails_group)
+    "timeout",  # the group overran the node's all-reduce timeout
+    "failure",  # a random failure of the group
+    "straggler",  # dropped from its group as too slow (straggler_policy "ban")
+)
 
 
 @dataclass(frozen=True)

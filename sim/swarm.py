@@ -2,11 +2,14 @@
 
 A node's life (``status``)::
 
-    OFFLINE --join--> DOWNLOADING --state--> COMPUTING --target--> AVERAGING --ok--> EVAL --> COMPUTING
-                          ^   |                                        |   (behind the swarm: download again)
-                          |   +--no newer state yet--> WAITING         |
-                          +------------------------ failed all-reduce -+
-    any --leave--> OFFLINE   (the tokens of its unfinished round are wasted)
+    OFFLINE --join--> DOWNLOADING --state--> COMPUTING --target--> AVERAGING --ok--> EVAL --+
+                        ^    |                   ^                      |failed            |
+                        |    +--> WAITING -------+<---------------------+------------------+
+                        |         (newest state still being averaged)   |  ready: compute if the
+                        +-----------------------------------------------+  swarm is on our round,
+                                                                           else download (or wait)
+    any --leave--> OFFLINE   (the tokens of its unfinished round are wasted; a graceful leaver
+                              in AVERAGING finishes the all-reduce first)
 
 Rounds are aggregated, not stepped: a computing node contributes ``rate x (t - start)`` tokens,
 so the swarm's progress is ``R t - S`` with ``R`` the sum of rates and ``S`` the sum of
@@ -35,49 +38,9 @@ from .config import MassLeave, SimConfig
 from .engine import Engine, Streams, Trace
 from .ledger import Accounts
 from .population import Churn, build_nodes
+from .status import AVERAGING, COMPUTING, DOWNLOADING, EVAL, HOLDS_STATE, OFFLINE, WAITING, Group, IdSet
 
 __all__ = ["Swarm"]
-
-OFFLINE, DOWNLOADING, WAITING, COMPUTING, AVERAGING, EVAL = range(6)
-
-
-class Group:
-    __slots__ = ("round", "members", "started", "end", "version", "ok", "size", "share", "cause", "payload")
-
-    def __init__(self, round_: int, members: list[int]) -> None:
-        self.round, self.members, self.payload = round_, members, 0.0
-        self.started, self.end, self.version = False, 0.0, 0
-        self.ok, self.size, self.share, self.cause = True, len(members), 1.0, ""
-
-
-class IdSet:
-    """Node ids with O(1) add, remove and uniform choice (online nodes; holders of a state)."""
-
-    def __init__(self) -> None:
-        self.items: list[int] = []
-        self.pos: dict[int, int] = {}
-
-    def add(self, i: int) -> None:
-        self.pos[i] = len(self.items)
-        self.items.append(i)
-
-    def discard(self, i: int) -> None:
-        if i not in self.pos:
-            return
-        k = self.pos.pop(i)
-        last = self.items.pop()
-        if last != i:
-            self.items[k] = last
-            self.pos[last] = k
-
-    def __contains__(self, i: int) -> bool:
-        return i in self.pos
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-HOLDS_STATE = (COMPUTING, AVERAGING, EVAL)  # can serve a state download
 
 
 class Swarm:
@@ -107,6 +70,7 @@ class Swarm:
         self.attempt = [0] * n  # failed state downloads in a row
         self.uploads = [0] * n  # state downloads a node is serving now
         self.retired = [False] * n
+        self.leaving = [False] * n  # a graceful leaver finishing its all-reduce first
         self.online = IdSet()
         self.holders = IdSet()  # online nodes that hold a global state (status in HOLDS_STATE)
         self.computing: dict[int, None] = {}  # insertion-ordered, so iteration is deterministic
@@ -145,11 +109,18 @@ class Swarm:
         self._retarget()
 
     def _leave(self, i: int, gen: int) -> None:
-        if gen == self.gen[i]:
-            self._depart(i)
-            self._retarget()
+        if gen != self.gen[i]:
+            return
+        graceful = self.rng_leave.random() < self.cfg.populations[self.nodes.pop[i]].graceful
+        if graceful and self.status[i] == AVERAGING and self.group[i] is not None:
+            # Ctrl-C only sets the daemon's stop flag: the blocking averager.step finishes first
+            self.leaving[i] = True
+            self.trace(self.engine.now, "leaving", i)
+            return
+        self._depart(i, graceful)
+        self._retarget()
 
-    def _depart(self, i: int) -> None:
+    def _depart(self, i: int, graceful: bool) -> None:
         t, st = self.engine.now, self.status[i]
         if st == COMPUTING:
             self._stop_computing(i, t)
@@ -162,9 +133,10 @@ class Swarm:
             self.acct.report(i, self.tokens[i], t - self.round_start[i], ok=True)
         self._set_status(i, OFFLINE)
         self.gen[i] += 1
+        self.leaving[i] = False
         self.online.discard(i)
         pop = self.cfg.populations[self.nodes.pop[i]]
-        self.acct.leave(i, t, graceful=self.rng_leave.random() < pop.graceful)
+        self.acct.leave(i, t, graceful)
         self.trace(t, "leave", i)
         if pop.returns and not self.retired[i]:
             back = self.churn.next_arrival(self.nodes.pop[i], t, self.nodes.utc_offset_h[i])
@@ -176,9 +148,9 @@ class Swarm:
         candidates = sorted(i for i in self.online.items if ml.population is None or names[self.nodes.pop[i]] == ml.population)
         chosen = self.rng_leave.sample(candidates, round(ml.fraction * len(candidates)))
         self.trace(self.engine.now, "mass_leave", len(chosen))
-        for i in chosen:
+        for i in chosen:  # an outage or a reclaim: nobody says goodbye
             self.retired[i] = not ml.returns
-            self._depart(i)
+            self._depart(i, graceful=False)
         self._retarget()
 
     # --- state download -------------------------------------------------------------------------
@@ -338,33 +310,45 @@ class Swarm:
             out = run_group(g.payload, [nodes.link(i) for i in g.members], [nodes.rtt[i] for i in g.members],
                             self.proto, self.rng_fail, self.timeout_payload)
             g.started, g.ok, g.size, g.share, g.cause = True, out.ok, out.group_size, out.sent_share, out.cause
-            g.end = t + out.duration_s
+            g.begin, g.end = t, t + out.duration_s
             for k in out.banned:
                 i = g.members[k]
                 self.group[i] = None
-                self.engine.at(t + out.banned_at_s, self._fail_member, i, self.gen[i])
+                self.engine.at(t + out.banned_at_s, self._fail_member, i, self.gen[i], g.round)
             if out.banned:
                 g.members = [i for i in g.members if self.group[i] is g]
             self.engine.at(g.end, self._group_done, g, g.version)
 
     def _leave_group(self, i: int, t: float) -> None:
+        """Member ``i`` leaves its group. Before the all-reduce starts, the group assembles without
+        it; after, the rest notice a chunk timeout later, and (as the node does) give the round up."""
         g = self.group[i]
         assert g is not None
         self.group[i] = None
         self.acct.waste(i, self.tokens[i], "leave")
-        if g.started and t + self.proto.failure_detect_s > g.end:  # the rest notice after a chunk timeout
-            g.end = t + self.proto.failure_detect_s
-            g.version += 1
-            self.engine.at(g.end, self._group_done, g, g.version)
+        if not g.started:
+            return
+        noticed = t + self.proto.failure_detect_s
+        if self.proto.leave_fails_group and (g.ok or noticed < g.end):
+            done = min(1.0, (t - g.begin) / (g.end - g.begin)) if g.end > g.begin else 1.0
+            g.share *= done  # of the bytes it would have sent
+            g.end = noticed if g.ok else min(g.end, noticed)
+            g.ok, g.cause = False, "left_group"
+        elif noticed > g.end:  # hivemind: fill in the dead reducer's share and finish
+            g.end = noticed
+        else:
+            return
+        g.version += 1
+        self.engine.at(g.end, self._group_done, g, g.version)
 
-    def _fail_member(self, i: int, gen: int) -> None:
+    def _fail_member(self, i: int, gen: int, round_: int) -> None:
         """A banned straggler learns that its all-reduce failed."""
         if gen == self.gen[i]:
             t = self.engine.now
             self.acct.waste(i, self.tokens[i], "straggler")
             self.acct.report(i, self.tokens[i], t - self.round_start[i], ok=False)
             self.trace(t, "fail", i)
-            self._download(i)  # node/trainer.py: need_resync after a failed all-reduce
+            self._ready(i, round_)  # it keeps its state; behind the swarm, it downloads
             self._retarget()
 
     def _group_done(self, g: Group, version: int) -> None:
@@ -386,7 +370,9 @@ class Swarm:
                 self.acct.waste(i, self.tokens[i], g.cause)
                 self.acct.report(i, self.tokens[i], t - self.round_start[i], ok=False)
                 self.trace(t, "fail", i)
-                self._download(i)  # node/trainer.py: need_resync after a failed all-reduce
+                # node/trainer.py: a failed group keeps the old global state; if other groups
+                # stepped, the swarm has moved past it and the next round starts with a download
+                self._ready(i, g.round)
         elif live:
             self.trace(t, "averaged", g.round)
             for i in live:
@@ -399,6 +385,9 @@ class Swarm:
             if g.round + 1 > self.state_round:
                 self.state_round = g.round + 1
                 self._wake_waiting()
+        for i in live:
+            if self.leaving[i]:  # its all-reduce is over: now it leaves
+                self._depart(i, graceful=True)
         if self.pending_groups == 0 and self.waiting:
             self._wake_waiting()
         self._retarget()

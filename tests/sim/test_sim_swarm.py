@@ -8,7 +8,7 @@ import pytest
 
 from sim.run import simulate
 from sim.scenarios import SCENARIOS, make_scenario
-from sim.swarm import AVERAGING, COMPUTING, EVAL
+from sim.status import AVERAGING, COMPUTING, EVAL
 
 
 def small(name, peers=60, hours=4.0, seed=0, **changes):
@@ -115,3 +115,44 @@ def test_joiners_share_the_providers_uplink():
     state_s = 842_496 * 8 / 10e6  # params x (fp32 + outer momentum) at 80 Mbit/s
     assert sorted(sw.start[1:]) == pytest.approx([100.0 + k * state_s for k in range(1, 11)])
     assert result.summary["bytes"]["downloads"] == 10
+
+
+def _leave_mid_allreduce(fails: bool, graceful: float):
+    """4 nodes at 1,000 tokens/s, 40k tokens per round: target at 10 s, all-reduce from 12 s to
+    14.53 s at 1 MB/s. One member leaves at 13 s; the rest would notice 5 s later."""
+    from sim.config import LinkProfile, Population, RoundProtocol, SimConfig, const
+    from sim.scenarios import MODELS
+
+    link = LinkProfile(up_mbps=const(8.0), down_mbps=const(8.0))
+
+    def pop(name, count, session):
+        return Population(name=name, count=count, gpus=(("cpu", 1.0),), link=link, session_s=const(session),
+                          gap_s=const(1e9), returns=False, online_at_start=1.0, tokens_per_s=(1000.0,),
+                          throughput_sigma=0.0, graceful=graceful)
+
+    proto = RoundProtocol(round_tokens=40_000, target_group_size=4, matchmaking_s=2.0, assumed_bandwidth_mbps=8.0,
+                          failure_detect_s=5.0, leave_fails_group=fails)
+    cfg = SimConfig(scenario="leave", populations=(pop("stay", 3, 1e9), pop("go", 1, 13.0)), protocol=proto,
+                    model=MODELS["tiny"], hours=20 / 3600)
+    return simulate(cfg)
+
+
+@pytest.mark.parametrize("fails", [True, False])
+def test_a_member_crashing_mid_allreduce(fails):
+    """The node gives the round up (``leave_fails_group``); stock hivemind finishes it without the dead member."""
+    result = _leave_mid_allreduce(fails, graceful=0.0)
+    waste = result.summary["tokens"]["wasted_by_cause"]
+    assert waste["leave"] == pytest.approx(10_000)
+    assert waste["left_group"] == pytest.approx(30_000 if fails else 0.0)
+    assert result.summary["tokens"]["ok"] == pytest.approx(0.0 if fails else 30_000)
+    assert result.rounds[0]["last_done"] == pytest.approx(18.0)
+    assert result.rounds[0]["failed_groups"] == (1 if fails else 0)
+
+
+def test_a_graceful_leaver_finishes_its_allreduce_first():
+    result = _leave_mid_allreduce(True, graceful=1.0)
+    assert result.summary["tokens"]["wasted"] == 0.0
+    assert result.summary["tokens"]["ok"] == pytest.approx(40_000)
+    end = 12.0 + 1.5 * 842_496 * 2 / 1e6
+    assert result.rounds[0]["last_done"] == pytest.approx(end)
+    assert result.swarm.acct.left_at[3] == pytest.approx(end) and result.swarm.acct.last_status[3] == "leaving"
