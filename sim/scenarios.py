@@ -139,8 +139,10 @@ def loopback4(
     progress_lag_s: float = 0.0,
     codec: str = "fp16",
 ) -> SimConfig:
-    """``swarm demo`` on one machine: CPU nodes of the tiny model, always online, one group, a fast
-    but CPU-bound loopback link. The defaults are placeholders; calibration passes measured values."""
+    """The twin of `swarm demo`: CPU nodes of the tiny model on one machine, for calibration.
+
+    Always online, one group, a fast but CPU-bound loopback link. The defaults are placeholders;
+    calibration passes the measured rates, round size, matchmaking and evaluation times."""
     link = replace(LINKS["loopback"], up_mbps=const(loopback_mbps), down_mbps=const(loopback_mbps))
     pop = Population(name="loopback", count=peers, gpus=(("cpu", 1.0),), link=link, session_s=const(1e9),
                      gap_s=const(1e9), price="volunteer", online_at_start=1.0, throughput_sigma=0.0,
