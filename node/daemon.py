@@ -112,6 +112,7 @@ class Node:
             "resumed_from": t.resumed_from, "synced_from_peers": t.synced_from_peers,
             "first_contribution": t.first_contribution, "inner_steps": t.inner_steps,
             "compute_s": round(t.compute_s, 3), "eval_s": round(t.eval_s, 3),
+            "round_log": {str(k): [round(v[0], 3), v[1]] for k, v in getattr(t, "round_log", {}).items()},
             "maddrs": self.swarm.visible_maddrs if self.swarm else [], "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 1),
         })

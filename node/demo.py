@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,19 @@ class DemoSwarm:
         self.stop()
 
 
+def steady_state(statuses: list[dict[str, Any]]) -> dict[str, float]:
+    """Rounds per hour and swarm tokens/s over the rounds every node completed (start-up excluded)."""
+    logs = [{int(r): v for r, v in (st.get("round_log") or {}).items()} for st in statuses]
+    common = sorted(set.intersection(*(set(log) for log in logs))) if logs else []
+    if len(common) < 2:
+        return {"swarm_tokens_per_s": 0.0, "rounds_per_hour": 0.0, "steady_rounds": len(common)}
+    first, last = common[0], common[-1]
+    span = statistics.median(log[last][0] - log[first][0] for log in logs)
+    tokens = sum(log[r][1] for log in logs for r in common[1:])  # rounds that ended inside the window
+    return {"swarm_tokens_per_s": round(tokens / span, 1), "rounds_per_hour": round((len(common) - 1) / span * 3600, 1),
+            "steady_rounds": len(common) - 1}
+
+
 def _start_coordinator(workdir: Path, port: int, run_id: str, round_tokens: int, model: str, codec: str) -> tuple[subprocess.Popen[bytes], str]:
     from node.manifests import manifest_from_flags
 
@@ -201,8 +215,7 @@ def run_demo(args: argparse.Namespace) -> int:
             "elapsed_s": round(elapsed, 1),  # from when every node was launched to the stop
             "round_tokens": round_tokens,
             "matchmaking_time_s": NodeConfig.model_fields["matchmaking_time_s"].default,
-            "swarm_tokens_per_s": round(sum(n["tokens"] or 0 for n in nodes) / elapsed, 1),
-            "rounds_per_hour": round(max((n["rounds"] or 0) for n in nodes) / elapsed * 3600, 1) if nodes else 0.0,
+            **steady_state([final[n] for n in names if n in final]),
             "workdir": str(workdir),
             "dashboard": url,
         }

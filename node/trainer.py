@@ -108,6 +108,7 @@ class Trainer:
         self.synced_from_peers: dict[str, Any] | None = None
         self.hash_history: dict[int, str] = {}  # round -> global state hash after it
         self.first_contribution: int | None = None  # round of our first successful all-reduce
+        self.round_log: dict[int, tuple[float, int]] = {}  # round -> (unix time it ended, our tokens in it)
         self.status = "joining"
         self._resume()
         self._snapshot = self._make_snapshot()
@@ -328,6 +329,8 @@ class Trainer:
         if averaged is not None:
             self.rounds_done += 1
             self.tokens_contributed += tokens
+            self.round_log[round_] = (time.time(), tokens)
+            self.round_log.pop(round_ - 500, None)
             if self.first_contribution is None:
                 self.first_contribution = round_
             self.hash_history[self.round] = self._snapshot.hash
