@@ -1,0 +1,181 @@
+"""``bytes``: bytes per peer per round against the butterfly bound, every codec, N = 2, 4, 8.
+
+For each (N, codec) cell, N real nodes train the tiny model for a few short rounds. Per round and
+peer, against the bound 2(G-1)/G x compressed payload (G = the group size the round had, from the
+ledger; compressed payload = fp32 payload x the codec's bytes per value):
+
+* payload: what the node reported sending (protobuf bytes of all-reduce parts, from the ledger);
+* wire (netns only): the node's uplink bytes at layer 2 between its previous report and this one
+  (veth counters sampled every 0.1 s, interpolated at each report's ``sent_at``). That window
+  holds the round's all-reduce plus everything else the node sent meanwhile (DHT, progress
+  records, reports, TCP ACKs of what it received), so wire/payload is the whole tax of the stack.
+
+``topkef``'s downlink carries the union of the senders' supports (up to G x denser than the
+uplink), so its ratio to the dense formula is above 1 by construction.
+
+    python -m benchmarks.suites bytes --out bench-out/bytes --nodes 2 4 8 --rate 100
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suites.charts import bar_chart
+from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, bursts, check_testbed, cpu_lock, fingerprint,
+                                       fmt_q, make_bed, quantiles, workdir, write_outputs)
+
+__all__ = ["bound_bytes", "main", "round_rows"]
+
+logger = logging.getLogger(__name__)
+ALL_CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef")
+TOKENS_PER_STEP = 16 * 128  # the tiny preset's default batch: 16 sequences of 128 bytes
+
+
+def bytes_per_value(codec: str) -> float:
+    from node.codecs import get_codec
+
+    return get_codec(codec).bytes_per_value
+
+
+def bound_bytes(payload_fp32: int, codec: str, group: int) -> float:
+    """Butterfly lower bound on what each member sends (and receives): 2(G-1)/G x compressed payload."""
+    return 2 * (group - 1) / group * payload_fp32 / 4 * bytes_per_value(codec) if group > 1 else 0.0
+
+
+def round_rows(swarm: BenchSwarm, reports: list[Report], codec: str, burst_threshold: float = 0.0) -> list[dict[str, Any]]:
+    """One row per (node, ok round in a group of 2 or more) with payload and wire ratios to the bound.
+
+    ``burst_threshold`` (bytes/s) tells the all-reduce's burst from background traffic.
+    """
+    rows = []
+    previous: dict[int, Report] = {}
+    for r in sorted(reports, key=lambda r: (r.node, r.seq)):
+        prev, previous[r.node] = previous.get(r.node), r
+        if not r.ok or r.group < 2 or r.bytes_sent <= 0:
+            continue
+        bound = bound_bytes(r.payload_bytes, codec, r.group)
+        row: dict[str, Any] = {"node": r.node, "round": r.round, "group": r.group, "bound": bound,
+                               "payload_sent": r.bytes_sent, "payload_received": r.bytes_received,
+                               "payload_sent_ratio": r.bytes_sent / bound, "payload_received_ratio": r.bytes_received / bound}
+        if prev is not None and not swarm.bed.loopback:  # the first window holds the node's joining traffic
+            c0, c1 = swarm.counter_at(r.node, prev.sent_at), swarm.counter_at(r.node, r.sent_at)
+            if c0 and c1:
+                up, down = c1[0] - c0[0], c1[1] - c0[1]
+                row.update(wire_up=up, wire_down=down, wire_up_ratio=up / bound, wire_down_ratio=down / bound,
+                           wire_over_payload=up / r.bytes_sent)
+            # the all-reduce alone: the last burst of upload before the report, background removed
+            ups = bursts(swarm.samples, r.node, 0, burst_threshold, prev.sent_at, r.sent_at)
+            if ups:
+                row.update(allreduce_wire_up=ups[-1].nbytes, allreduce_wire_up_ratio=ups[-1].nbytes / bound,
+                           allreduce_seconds=ups[-1].seconds)
+        rows.append(row)
+    return rows
+
+
+def run_cell(args: argparse.Namespace, n: int, codec: str, work: Path) -> dict[str, Any]:
+    spec = SwarmSpec(run_id=f"bytes-{codec}-{n}-{int(time.time())}", round_tokens=args.steps_per_round * TOKENS_PER_STEP * n,
+                     model=args.model, codec=codec, bandwidth_mbps=args.rate or 1000.0, max_seconds=args.cell_seconds + 60)
+    bed = make_bed(n, loopback=args.loopback, up_mbit=args.rate, down_mbit=args.rate)
+    t0 = time.monotonic()
+    with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work, spec) as swarm:
+        swarm.start(n)
+        # node 1 trains alone until the others are up: count rounds from when all N are
+        swarm.wait(lambda sts: len(sts) == n, timeout=args.cell_seconds - (time.monotonic() - t0))
+        base = {i: st.get("rounds", 0) for i, st in swarm.statuses().items()}
+        complete = swarm.wait(lambda sts: len(sts) == n and all(st.get("rounds", 0) >= base.get(i, 0) + args.rounds
+                                                                for i, st in sts.items()),
+                              timeout=args.cell_seconds - (time.monotonic() - t0))
+        swarm.stop()
+        reports = swarm.reports()
+        rows = round_rows(swarm, reports, codec, burst_threshold=0.25 * (args.rate or 0) * 1e6 / 8)
+    cell: dict[str, Any] = {
+        "nodes": n, "codec": codec, "bytes_per_value": bytes_per_value(codec), "complete": complete,
+        "seconds": round(time.monotonic() - t0, 1), "reports": len(reports), "rounds_ok": sum(r.ok for r in reports),
+        "groups": dict(Counter(r.group for r in reports if r.ok)), "payload_fp32": max((r.payload_bytes for r in reports), default=0),
+        "rounds": rows,
+    }
+    for key in ("payload_sent_ratio", "payload_received_ratio", "wire_up_ratio", "wire_down_ratio", "wire_over_payload",
+                "allreduce_wire_up_ratio"):
+        cell[key] = quantiles([row[key] for row in rows if key in row])
+    cell["wire_up_mb_per_round"] = quantiles([row["wire_up"] / 1e6 for row in rows if "wire_up" in row])
+    logger.info("bytes N=%d %s: payload/bound %s wire/bound %s", n, codec, fmt_q(cell["payload_sent_ratio"]), fmt_q(cell["wire_up_ratio"]))
+    return cell
+
+
+def markdown(result: dict[str, Any]) -> str:
+    a = result["args"]
+    where = "loopback, unshaped" if a["loopback"] else f"netns, tbf {a['rate']:g} Mbit/s up and down"
+    lines = [f"# bytes per peer per round vs 2(G-1)/G x compressed payload ({where})", "",
+             "Median (min-max) over (node, round); G = the round's group size from the ledger.", "",
+             "| N | codec | B/value | rounds ok | groups (G: reports) | payload sent / bound | payload received / bound "
+             "| all-reduce wire up / bound | round wire up / bound | round wire down / bound | round wire up / payload "
+             "| round wire MB up |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in result["cells"]:
+        groups = ", ".join(f"{g}: {k}" for g, k in sorted(c["groups"].items()))
+        lines.append(f"| {c['nodes']} | {c['codec']} | {c['bytes_per_value']:.3f} | {c['rounds_ok']}/{c['reports']} | {groups} "
+                     f"| {fmt_q(c['payload_sent_ratio'])} | {fmt_q(c['payload_received_ratio'])} "
+                     f"| {fmt_q(c['allreduce_wire_up_ratio'])} | {fmt_q(c['wire_up_ratio'])} "
+                     f"| {fmt_q(c['wire_down_ratio'])} | {fmt_q(c['wire_over_payload'])} | {fmt_q(c['wire_up_mb_per_round'], 2)} |")
+    lines += ["", "All-reduce wire: the last upload burst (> 25% of the cap) before the round's report, background removed. "
+              "Round wire: every byte the node's link carried between two of its reports (all-reduce, matchmaking, DHT, "
+              "progress records, reports, ACKs).",
+              "", "topkef: the downlink carries the union of the senders' top-k supports, so its ratio to the dense bound "
+              "exceeds 1 by design.", ""]
+    return "\n".join(lines)
+
+
+def charts(result: dict[str, Any]) -> dict[str, str]:
+    cells = result["cells"]
+    codecs = list(dict.fromkeys(c["codec"] for c in cells))
+    ns = sorted({c["nodes"] for c in cells})
+    out = {}
+    for key, title in (("payload_sent_ratio", "payload sent per peer per round / bound"),
+                       ("allreduce_wire_up_ratio", "all-reduce wire bytes up per peer / bound"),
+                       ("wire_up_ratio", "wire bytes up per peer per round (all traffic) / bound")):
+        series = []
+        for n in ns:
+            by_codec = {c["codec"]: c[key]["median"] if c.get(key) else None for c in cells if c["nodes"] == n}
+            series.append((f"N={n}", [by_codec.get(codec) for codec in codecs]))
+        if any(v is not None for _, vs in series for v in vs):
+            out[key.removesuffix("_ratio")] = bar_chart(title, codecs, series, subtitle="median over rounds; dashed: the bound",
+                                                        y_label="ratio to 2(G-1)/G x M", ref=1.0)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser("bytes", __doc__.splitlines()[0].strip("`"))
+    p.add_argument("--nodes", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--codecs", nargs="+", default=list(ALL_CODECS), choices=ALL_CODECS)
+    p.add_argument("--rate", type=float, default=100.0, help="tbf cap up and down, Mbit/s (ignored with --loopback)")
+    p.add_argument("--rounds", type=int, default=4, help="stop a cell once every node completed this many rounds")
+    p.add_argument("--steps-per-round", type=int, default=2, help="inner steps per node per round (round tokens = N x this x 2048)")
+    p.add_argument("--cell-seconds", type=float, default=150.0, help="give up on a cell after this long")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.loopback:
+        args.rate = None
+    if (why := check_testbed(args)) is not None:
+        logger.error("%s", why)
+        print(f"error: {why}")
+        return 2
+    fp = fingerprint(manifest_seed=0, sampler_seed="run_id + peer_id", run_ids="bytes-<codec>-<N>-<unix time>")
+    cells = []
+    with workdir(args, "bytes") as work:
+        for n in args.nodes:
+            for codec in args.codecs:
+                cells.append(run_cell(args, n, codec, work / f"n{n}-{codec}"))
+    result = {"suite": "bytes", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "fingerprint": fp.finish(), "cells": cells}
+    md = markdown(result)
+    for path in write_outputs(args.out, "bytes", result, md, charts(result)):
+        print(path)
+    print(md)
+    return 0
