@@ -17,6 +17,7 @@ shared-memory counters (the runner lives in the averager's child process).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import multiprocessing as mp
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -33,6 +34,8 @@ from hivemind.utils.asyncio import aiter_with_timeout, amap_in_executor, as_aite
 
 from node import faults
 from node.codecs import PART_VALUES, Codec, decode_sparse, get_codec
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ByteCounters", "PseudoGradientAverager", "WireCodec", "make_codec"]
 
@@ -130,7 +133,10 @@ class ExactAverageRunner(AllReduceRunner):
     def __init__(self, *, counters: ByteCounters, **kwargs: Any):
         super().__init__(**kwargs)
         self.counters = counters
-        self.tensor_part_container.return_deltas = False  # a failed reducer's share falls back to our own part
+        # A reducer that dies mid-all-reduce: hivemind's container then fills its share with zeros
+        # (``return_deltas`` stays True). For us that share is a *zero pseudo-gradient*, the same on
+        # every survivor, so the round still counts and the replicas stay identical. (Filling it
+        # with each member's own part, hivemind's choice for averaged values, would make them differ.)
 
     def _get_peer_stub(self, peer: Any) -> Any:
         return _CountingStub(super()._get_peer_stub(peer), self.counters)
@@ -249,8 +255,6 @@ class PseudoGradientAverager(DecentralizedAverager):
         async for tensor, averaged in azip(as_aiter(*tensors), runner):
             tensor.copy_(averaged)  # the average itself, bit-identical on every member
         if runner.tensor_part_container.failed_size:
-            # a reducer died: hivemind would fill its share with our own values, which differ on every
-            # member; fail the round instead, so that all survivors keep identical global parameters
-            raise AllreduceException(f"a reducer failed ({runner.tensor_part_container.failed_size} values); round abandoned")
+            logger.warning("a reducer failed: %d values of this round's average are zero", runner.tensor_part_container.failed_size)
         self.last_updated = get_dht_time()
         self._state_updated.set()

@@ -39,7 +39,8 @@ class NodeConfig(BaseSettings):
     run_id: str = Field("capaswarm-demo", description="new manifest: run id")
     model: str = Field("tiny", description="new manifest: model preset (tiny | small | gpt2-124m)")
     codec: str = Field("fp16", description="new manifest: pseudo-gradient codec (none | fp16 | int8 | q4 | q2ef | topkef)")
-    algorithm: Literal["diloco", "sync"] = Field("diloco", description="new manifest: diloco, or sync = hivemind.Optimizer baseline")
+    algorithm: Literal["diloco", "diloco-overlap", "sync"] = Field(
+        "diloco", description="new manifest: diloco; diloco-overlap (all-reduce behind compute); sync = hivemind.Optimizer")
     round_tokens: int | None = Field(None, description="new manifest: swarm-wide tokens per round")
     batch_size: int | None = Field(None, description="new manifest: sequences per inner step")
     coordinator: str | None = Field(None, description="coordinator URL: fetch the manifest there and report contributions")

@@ -8,7 +8,12 @@ One round:
   3. outer step: Nesterov SGD on the global parameters; local parameters restart from them.
 A node that is behind the swarm (it joined late, or a round failed for it) first downloads
 the global state from a peer and checks its hash. The baseline ``sync`` algorithm is plain
-``hivemind.Optimizer`` (see ``run_sync``).
+``hivemind.Optimizer`` (``node/sync.py``).
+
+``diloco-overlap`` hides the all-reduce behind compute (a one-round-delayed outer update, as in
+eager / streaming DiLoCo): the all-reduce of round r runs in the background while round r+1's
+inner steps proceed; it lands at the end of round r+1, and round r+2 starts from the new global
+parameters plus this node's own round-(r+1) progress, which is still on its way to the others.
 """
 from __future__ import annotations
 
@@ -57,6 +62,35 @@ class RoundResult:
     payload_bytes: int = 0
 
 
+@dataclass
+class _Launch:
+    """An all-reduce started by ``Trainer._launch``."""
+
+    control: Any = None  # hivemind StepControl
+    alone: list[torch.Tensor] | None = None  # no peers: our own pseudo-gradient is the average
+    residuals_before: list[torch.Tensor] | None = None  # error feedback, restored if the round fails
+    failed: bool = False
+    state_hash: str = ""  # of the global state the pseudo-gradient applies to
+
+
+@dataclass
+class _Work:
+    """One round's local work, from the start of its inner phase to its outer step."""
+
+    t_start: float
+    round: int
+    sent0: int
+    recv0: int
+    tokens: int = 0
+    samples: int = 0
+    compute_s: float = 0.0
+    loss: float = float("nan")
+    launch: _Launch | None = None
+
+
+_InFlight = _Work  # overlap mode: the round whose all-reduce runs behind the next inner phase
+
+
 def pick_device(choice: str) -> str:
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -93,7 +127,11 @@ class Trainer:
         codec = get_codec(manifest.codec)
         self.error_feedback = ErrorFeedback(codec, [p.shape for p in self.global_params]) if codec.error_feedback else None
 
-        self.round = 0
+        self.overlap = manifest.algorithm == "diloco-overlap"
+        self.in_flight: _InFlight | None = None  # overlap: the all-reduce running behind this round
+        self.anchor = [p.clone() for p in self.global_params]  # overlap: where this round's inner phase started
+        self.round = 0  # the swarm round this node works on (hivemind's epoch)
+        self.global_round = 0  # rounds folded into the global parameters (overlap: one behind ``round``)
         self.inner_steps = 0
         self.tokens_total = 0  # every token this node processed in reported rounds
         self.tokens_contributed = 0  # tokens of rounds that went into the model (ok all-reduce)
@@ -136,16 +174,15 @@ class Trainer:
     # ---------------------------------------------------------------- state and checkpoints
     def _make_snapshot(self) -> GlobalState:
         momentum = [self.outer_opt.state.get(p, {}).get("momentum_buffer", torch.zeros_like(p)).clone() for p in self.global_params]
-        return GlobalState(self.round, [p.clone() for p in self.global_params], momentum)
+        return GlobalState(self.global_round, [p.clone() for p in self.global_params], momentum)
 
     def _load_global(self, state: GlobalState) -> None:
         with torch.no_grad():
             for g, p, m in zip(self.global_params, state.params, state.momentum):
                 g.copy_(p)
                 self.outer_opt.state[g]["momentum_buffer"] = m.clone()
-            for local, g in zip(self.model.parameters(), self.global_params):
-                local.copy_(g)
-        self.round = state.round
+        self._restart_from(self.global_params)
+        self.global_round = self.round = state.round
 
     def _resume(self) -> None:
         ckpt = load_checkpoint(self.checkpoint_path)
@@ -193,18 +230,33 @@ class Trainer:
         if state.hash != meta.get("state_hash"):
             logger.warning("downloaded state does not match its hash; ignored")
             return False
-        if state.round < self.round:
+        if state.round < self.global_round:
             return False
         self._load_global(state)
+        if self.overlap:  # the swarm already has the next round's all-reduce in flight: join the round after it
+            self.round = max(self.round, self.swarm.tracker.global_epoch)
         self._snapshot = self._make_snapshot()
-        self.hash_history[self.round] = self._snapshot.hash
-        self.swarm.averager.state_sharing_priority = float(self.round)
+        self.hash_history[self.global_round] = self._snapshot.hash
+        self.swarm.averager.state_sharing_priority = float(self.global_round)
         with self.swarm.tracker.pause_updates():
             self.swarm.tracker.update_epoch(self.round)
         self.synced_from_peers = {"round": self.round, "state_hash": self._snapshot.hash}
         self.need_resync = False
         logger.info("synchronised with the swarm at round %d (state %s)", self.round, self._snapshot.hash[:12])
         return True
+
+    def evaluate_global(self) -> float:
+        """Validation bits per byte of the global parameters (the swarm's model, not our local one)."""
+        if not self.overlap:  # blocking: the local model restarts from the global parameters anyway
+            return self.evaluate()
+        with torch.no_grad():
+            local = [p.detach().clone() for p in self.model.parameters()]
+            for p, g in zip(self.model.parameters(), self.global_params):
+                p.copy_(g)
+            bpb = self.evaluate()
+            for p, x in zip(self.model.parameters(), local):
+                p.copy_(x)
+        return bpb
 
     def evaluate(self) -> float:
         t0 = time.perf_counter()
@@ -244,109 +296,159 @@ class Trainer:
                 break
         return tokens, samples, compute_s, loss_sum / max(1, steps)
 
-    def average(self, tokens: int) -> tuple[list[torch.Tensor] | None, list[tuple[str, int]]]:
-        """All-reduce the pseudo-gradient; None when the group failed. Alone in the swarm: our own."""
-        with torch.no_grad():
-            pseudo = [g - p.detach().to("cpu", torch.float32) for g, p in zip(self.global_params, self.model.parameters())]
+    # ---------------------------------------------------------------- averaging
+    def _launch(self, tokens: int, pseudo: list[torch.Tensor]) -> _Launch:
+        """Start the all-reduce of ``pseudo`` (weighted by ``tokens``); alone in the swarm, keep our own."""
         if self.swarm.tracker.global_progress.num_peers <= 1:
-            return pseudo, [(self.peer_id, tokens)]
+            return _Launch(alone=pseudo)
         self.status = "averaging"
-        averager = self.swarm.averager
         residuals_before = None
         if self.error_feedback is not None:  # send what the codec can carry; keep the rest for next round
             residuals_before = self.error_feedback.state_dict()
             pseudo = self.error_feedback.apply(pseudo)
-        with averager.get_tensors() as buffers:
+        with self.swarm.averager.get_tensors() as buffers:
             for b, g in zip(buffers, pseudo):
                 b.copy_(g)
         try:
-            gathered = averager.step(
-                gather={"tokens": tokens, "state_hash": self._snapshot.hash},
+            control = self.swarm.averager.step(
+                gather={"tokens": tokens, "state_hash": self._snapshot.hash, "state_round": self.global_round},
                 weight=float(max(tokens, 1)),
                 timeout=self.step_timeout,
                 allow_retries=False,  # a retry would run on buffers a failed attempt already overwrote
+                wait=False,
             )
-        except Exception as e:  # a failed group is an expected event in a volunteer swarm
-            logger.warning("round %d: all-reduce failed: %r", self.round, e)
-            gathered = None
+        except Exception as e:
+            logger.warning("round %d: could not start the all-reduce: %r", self.round, e)
+            control = None
+        return _Launch(control=control, residuals_before=residuals_before, failed=control is None, state_hash=self._snapshot.hash)
+
+    def _land(self, launch: _Launch, round_: int) -> tuple[list[torch.Tensor] | None, list[tuple[str, int]]]:
+        """Wait for a launched all-reduce: the averaged pseudo-gradient and the group's claims, or None."""
+        if launch.alone is not None:
+            return launch.alone, [(self.peer_id, -1)]
+        gathered = None
+        if not launch.failed:
+            try:
+                gathered = launch.control.result()
+            except Exception as e:  # a failed group is an expected event in a volunteer swarm
+                logger.warning("round %d: all-reduce failed: %r", round_, e)
+        averager = self.swarm.averager
         if gathered:
             with averager.get_tensors() as buffers:
                 if not all(torch.isfinite(b).all() for b in buffers):
-                    logger.error("round %d: the group's average is not finite; round abandoned", self.round)
+                    logger.error("round %d: the group's average is not finite; round abandoned", round_)
                     gathered = None
         if not gathered:
-            if residuals_before is not None:  # the round's work is discarded: so is its residual update
-                self.error_feedback.load_state_dict(residuals_before)
+            if launch.residuals_before is not None:  # the round's work is discarded: so is its residual update
+                self.error_feedback.load_state_dict(launch.residuals_before)
             return None, []
         group = [(str(peer), int(info["tokens"])) for peer, info in gathered.items()]
-        hashes = Counter(info["state_hash"] for info in gathered.values())
-        majority = max(hashes.items(), key=lambda kv: (kv[1], kv[0]))[0]
-        if self._snapshot.hash != majority:
-            logger.warning("round %d: our global state differs from the group's; will resynchronise", self.round)
+        # the reference state: the newest round any member holds, then the most common hash there
+        newest = max(int(info.get("state_round", 0)) for info in gathered.values())
+        hashes = Counter(info["state_hash"] for info in gathered.values() if int(info.get("state_round", 0)) == newest)
+        reference = max(hashes.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        if launch.state_hash != reference:
+            logger.warning("round %d: our global state differs from the group's; will resynchronise", round_)
             self.need_resync = True
         with averager.get_tensors() as buffers:
             return [b.clone() for b in buffers], group
 
     def outer_step(self, averaged: list[torch.Tensor]) -> None:
+        """Nesterov SGD on the global parameters with the averaged pseudo-gradient."""
         for g, delta in zip(self.global_params, averaged):
             g.grad = delta
         self.outer_opt.step()
         self.outer_opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for local, g in zip(self.model.parameters(), self.global_params):
-                local.copy_(g)
 
+    # ---------------------------------------------------------------- the round
     def run_round(self, stop: threading.Event) -> RoundResult | None:
         if self.need_resync or is_behind(self.round, self.swarm.tracker.global_epoch):
+            self._drop_in_flight()
             if not self.sync_from_peers() and self.need_resync:
                 logger.info("no peer could give us newer state yet; continuing from round %d", self.round)
                 self.need_resync = False
-        t_start = time.perf_counter()
-        sent0, recv0 = self.swarm.averager.counters.sent, self.swarm.averager.counters.received
-        tokens, samples, compute_s, loss = self.inner_phase(stop)
-        if stop.is_set() or self.need_resync or tokens == 0:
+        work = _Work(t_start=time.perf_counter(), round=self.round, sent0=self.swarm.averager.counters.sent,
+                     recv0=self.swarm.averager.counters.received)
+        work.tokens, work.samples, work.compute_s, work.loss = self.inner_phase(stop)
+        if stop.is_set() or self.need_resync or work.tokens == 0:
             self._reset_local()  # abandon the partial round
             return None
-        round_ = self.round
-        averaged, group = self.average(tokens)
+        with torch.no_grad():
+            pseudo = [a - p.detach().to("cpu", torch.float32) for a, p in zip(self.anchor, self.model.parameters())]
+        if not self.overlap:
+            work.launch = self._launch(work.tokens, pseudo)
+            averaged, group = self._land(work.launch, work.round)
+            return self._finish(work, averaged, group)
+        # overlap: land the all-reduce that ran behind this inner phase, then launch this round's
+        finished = None
+        if self.in_flight is not None:
+            prev, self.in_flight = self.in_flight, None
+            averaged, group = self._land(prev.launch, prev.round)
+            finished = self._finish(prev, averaged, group, advance=False)
+        work.launch = self._launch(work.tokens, pseudo)
         with self.swarm.tracker.pause_updates():
+            self.round = self.swarm.tracker.update_epoch(self.round + 1)
+        self._restart_from([g - d for g, d in zip(self.global_params, pseudo)])  # consensus + our own progress
+        self.in_flight = work
+        return finished
+
+    def _finish(self, work: _Work, averaged: list[torch.Tensor] | None, group: list[tuple[str, int]],
+                advance: bool = True) -> RoundResult:
+        """Apply a landed all-reduce (or not), account for the round, checkpoint, evaluate."""
+        if averaged is not None:
+            self.outer_step(averaged)
+            self.global_round += 1
+        if advance:  # blocking mode: the round ends here, and the next starts from the global parameters
             if averaged is not None:
-                self.outer_step(averaged)
-                self.round = self.swarm.tracker.update_epoch(self.round + 1)
-            else:
-                # everyone whose group failed keeps the old global state; if some members did step,
-                # the swarm's round moves past ours and the next round starts with a download
-                self._reset_local()
+                with self.swarm.tracker.pause_updates():
+                    self.round = self.swarm.tracker.update_epoch(self.round + 1)
+            # a failed group keeps the old global state; if some members did step, the swarm's
+            # round moves past ours and the next round starts with a download
+            self._restart_from(self.global_params)
         self._snapshot = self._make_snapshot()
-        self.swarm.averager.state_sharing_priority = float(self.round)
-        sent = self.swarm.averager.counters.sent - sent0
-        received = self.swarm.averager.counters.received - recv0
+        self.swarm.averager.state_sharing_priority = float(self.global_round)
+        sent = self.swarm.averager.counters.sent - work.sent0
+        received = self.swarm.averager.counters.received - work.recv0
         self.bytes_sent += sent
         self.bytes_received += received
-        self.tokens_total += tokens
-        self.compute_s += compute_s
+        self.tokens_total += work.tokens
+        self.compute_s += work.compute_s
         val = None
         if averaged is not None:
             self.rounds_done += 1
-            self.tokens_contributed += tokens
-            self.round_log[round_] = (time.time(), tokens)
-            self.round_log.pop(round_ - 500, None)
+            self.tokens_contributed += work.tokens
+            self.round_log[work.round] = (time.time(), work.tokens)
+            self.round_log.pop(work.round - 500, None)
             if self.first_contribution is None:
-                self.first_contribution = round_
-            self.hash_history[self.round] = self._snapshot.hash
-            val = self.last_val_bpb = self.evaluate()
+                self.first_contribution = work.round
+            self.hash_history[self.global_round] = self._snapshot.hash
+            val = self.last_val_bpb = self.evaluate_global()
             self.save()
+        group = [(p, work.tokens if t < 0 else t) for p, t in group]
         return RoundResult(
-            round=round_, tokens=tokens, samples=samples, compute_s=compute_s, wall_s=time.perf_counter() - t_start,
-            bytes_sent=sent, bytes_received=received, ok=averaged is not None, group=group,
-            train_loss=loss if math.isfinite(loss) else None, val_bpb=val, state_hash=self._snapshot.hash,
-            payload_bytes=self.payload_bytes,
+            round=work.round, tokens=work.tokens, samples=work.samples, compute_s=work.compute_s,
+            wall_s=time.perf_counter() - work.t_start, bytes_sent=sent, bytes_received=received, ok=averaged is not None,
+            group=group, train_loss=work.loss if math.isfinite(work.loss) else None, val_bpb=val,
+            state_hash=self._snapshot.hash, payload_bytes=self.payload_bytes,
         )
 
-    def _reset_local(self) -> None:
+    def _drop_in_flight(self) -> None:
+        """Overlap: before a download, wait out the all-reduce in flight (the averager's buffers are busy)."""
+        if self.in_flight is not None:
+            self._land(self.in_flight.launch, self.in_flight.round)
+            self.in_flight = None
+
+    def _restart_from(self, start: list[torch.Tensor]) -> None:
         with torch.no_grad():
-            for local, g in zip(self.model.parameters(), self.global_params):
-                local.copy_(g)
+            for local, a, x in zip(self.model.parameters(), self.anchor, start):
+                local.copy_(x)
+                a.copy_(x)
+
+    def _reset_local(self) -> None:
+        """Discard the current inner phase: back to where it started."""
+        with torch.no_grad():
+            for local, a in zip(self.model.parameters(), self.anchor):
+                local.copy_(a)
 
     def run(self, stop: threading.Event, on_round: Callable[[RoundResult], None], max_rounds: int | None = None) -> None:
         if self.initial_val_bpb is None:
@@ -355,4 +457,7 @@ class Trainer:
             result = self.run_round(stop)
             if result is not None:
                 on_round(result)
+        if self.in_flight is not None:  # overlap: land the last all-reduce, so the checkpoint has it
+            prev, self.in_flight = self.in_flight, None
+            on_round(self._finish(prev, *self._land(prev.launch, prev.round), advance=False))
         self.status = "leaving"

@@ -19,7 +19,7 @@ from .version import PROTOCOL_VERSION
 __all__ = ["DataSpec", "Hyperparameters", "ModelSpec", "RunManifest", "check_same_run"]
 
 CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef")  # node/codecs.py
-ALGORITHMS = ("diloco", "sync")
+ALGORITHMS = ("diloco", "diloco-overlap", "sync")
 
 
 @dataclass(frozen=True)

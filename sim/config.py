@@ -116,7 +116,7 @@ class RoundProtocol:
     timeout_group_size: int = 64  # the node sizes its all-reduce timeout for this many peers ...
     timeout_bytes_per_param: float = 4.0  # ... and for an fp32 payload, whatever the codec (node/trainer.py)
     failure_detect_s: float = 5.0  # the rest notice a member that died mid-all-reduce this late (chunk timeout)
-    leave_fails_group: bool = True  # node/averaging.py: a dead reducer fails the round for all (False: hivemind carries on)
+    leave_fails_group: bool = False  # node/averaging.py: survivors finish the round, the dead reducer's share zeroed (True: the round fails for all)
     straggler_policy: str = "fail_group"  # group over its timeout: "fail_group" (averager.step raises) | "ban"
     group_failure_rate: float = 0.0  # chance a group's all-reduce fails for other reasons
     state_bytes_per_param: float = 8.0  # a joiner downloads fp32 params + outer momentum

@@ -139,7 +139,7 @@ def _leave_mid_allreduce(fails: bool, graceful: float):
 
 @pytest.mark.parametrize("fails", [True, False])
 def test_a_member_crashing_mid_allreduce(fails):
-    """The node gives the round up (``leave_fails_group``); stock hivemind finishes it without the dead member."""
+    """The node finishes the round without the dead member; ``leave_fails_group`` models giving it up."""
     result = _leave_mid_allreduce(fails, graceful=0.0)
     waste = result.summary["tokens"]["wasted_by_cause"]
     assert waste["leave"] == pytest.approx(10_000)
