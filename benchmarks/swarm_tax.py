@@ -33,10 +33,10 @@ from node.demo import DemoSwarm, _start_coordinator, free_port  # noqa: E402
 BYTES_PER_PARAM = {"none": 4.0, "fp16": 2.0, "int8": 1.0 + 1032 / 524288}  # hivemind's codecs (int8: codebook per part)
 
 
-def run_swarm(workdir: Path, nodes: int, seconds: float, codec: str, round_tokens: int) -> list[dict]:
+def run_swarm(workdir: Path, nodes: int, seconds: float, codec: str, round_tokens: int, algorithm: str = "diloco") -> list[dict]:
     workdir.mkdir(parents=True, exist_ok=True)
     run_id = f"bench-{nodes}-{codec}-{int(time.time())}"
-    coord, url = _start_coordinator(workdir, free_port(), run_id, round_tokens, "tiny", codec)
+    coord, url = _start_coordinator(workdir, free_port(), run_id, round_tokens, "tiny", codec, algorithm)
     try:
         with DemoSwarm(workdir, coordinator_url=url) as swarm:
             swarm.start(nodes)
@@ -93,11 +93,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--codec", default="fp16", choices=sorted(BYTES_PER_PARAM))
     ap.add_argument("--round-tokens", type=int, default=60_000)
+    ap.add_argument("--algorithm", default="diloco", choices=["diloco", "diloco-overlap"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="capaswarm-tax-"))
     solo = run_swarm(work / "solo", 1, args.seconds, args.codec, args.round_tokens // args.nodes)
-    swarm = run_swarm(work / "swarm", args.nodes, args.seconds, args.codec, args.round_tokens)
+    swarm = run_swarm(work / "swarm", args.nodes, args.seconds, args.codec, args.round_tokens, args.algorithm)
     result = {
         "fingerprint": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                         "cores": os.cpu_count(), "load": os.getloadavg()},
@@ -109,7 +110,7 @@ def main() -> int:
     print("| setting | tokens/s per node | compute utilization | rounds ok |")
     print("|---|---|---|---|")
     print(f"| 1 node alone | {s['tokens_per_s']:,.0f} | {s['utilization']:.3f} | {s['rounds_ok']} |")
-    print(f"| {args.nodes}-node swarm, {args.codec} | {w['tokens_per_s_per_node']:,.0f} | {w['utilization']:.3f} | {w['rounds_ok']} |")
+    print(f"| {args.nodes}-node swarm, {args.codec}, {args.algorithm} | {w['tokens_per_s_per_node']:,.0f} | {w['utilization']:.3f} | {w['rounds_ok']} |")
     if "bytes_vs_bound" in w:
         b = w["bytes_vs_bound"]
         print(f"\nbytes sent per node per round / (2(G-1)/G x compressed payload): median {b['median']:.4f} "

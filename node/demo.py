@@ -140,10 +140,12 @@ def steady_state(statuses: list[dict[str, Any]]) -> dict[str, float]:
             "steady_rounds": len(common) - 1}
 
 
-def _start_coordinator(workdir: Path, port: int, run_id: str, round_tokens: int, model: str, codec: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_coordinator(workdir: Path, port: int, run_id: str, round_tokens: int, model: str, codec: str,
+                       algorithm: str = "diloco") -> tuple[subprocess.Popen[bytes], str]:
     from node.manifests import manifest_from_flags
 
-    manifest = manifest_from_flags(NodeConfig(run_id=run_id, round_tokens=round_tokens, model=model, codec=codec))
+    manifest = manifest_from_flags(NodeConfig(run_id=run_id, round_tokens=round_tokens, model=model, codec=codec,
+                                              algorithm=algorithm))
     mpath = workdir / "manifest.msgpack"
     mpath.write_bytes(manifest.to_bytes())
     url = f"http://127.0.0.1:{port}"

@@ -79,13 +79,17 @@ class _Work:
 
     t_start: float
     round: int
-    sent0: int
-    recv0: int
+    sent0: int = 0  # averager byte counters when this round's all-reduce started
+    recv0: int = 0
     tokens: int = 0
     samples: int = 0
     compute_s: float = 0.0
     loss: float = float("nan")
     launch: _Launch | None = None
+    t_end: float | None = None  # overlap: when the next inner phase started (the wait is billed to it)
+
+    def mark_bytes(self, counters: Any) -> None:
+        self.sent0, self.recv0 = counters.sent, counters.received
 
 
 _InFlight = _Work  # overlap mode: the round whose all-reduce runs behind the next inner phase
@@ -367,8 +371,7 @@ class Trainer:
             if not self.sync_from_peers() and self.need_resync:
                 logger.info("no peer could give us newer state yet; continuing from round %d", self.round)
                 self.need_resync = False
-        work = _Work(t_start=time.perf_counter(), round=self.round, sent0=self.swarm.averager.counters.sent,
-                     recv0=self.swarm.averager.counters.received)
+        work = _Work(t_start=time.perf_counter(), round=self.round)
         work.tokens, work.samples, work.compute_s, work.loss = self.inner_phase(stop)
         if stop.is_set() or self.need_resync or work.tokens == 0:
             self._reset_local()  # abandon the partial round
@@ -376,6 +379,7 @@ class Trainer:
         with torch.no_grad():
             pseudo = [a - p.detach().to("cpu", torch.float32) for a, p in zip(self.anchor, self.model.parameters())]
         if not self.overlap:
+            work.mark_bytes(self.swarm.averager.counters)
             work.launch = self._launch(work.tokens, pseudo)
             averaged, group = self._land(work.launch, work.round)
             return self._finish(work, averaged, group)
@@ -385,10 +389,12 @@ class Trainer:
             prev, self.in_flight = self.in_flight, None
             averaged, group = self._land(prev.launch, prev.round)
             finished = self._finish(prev, averaged, group, advance=False)
+        work.mark_bytes(self.swarm.averager.counters)  # after the previous all-reduce landed: only ours counts
         work.launch = self._launch(work.tokens, pseudo)
         with self.swarm.tracker.pause_updates():
             self.round = self.swarm.tracker.update_epoch(self.round + 1)
         self._restart_from([g - d for g, d in zip(self.global_params, pseudo)])  # consensus + our own progress
+        work.t_end = time.perf_counter()
         self.in_flight = work
         return finished
 
@@ -427,7 +433,7 @@ class Trainer:
         group = [(p, work.tokens if t < 0 else t) for p, t in group]
         return RoundResult(
             round=work.round, tokens=work.tokens, samples=work.samples, compute_s=work.compute_s,
-            wall_s=time.perf_counter() - work.t_start, bytes_sent=sent, bytes_received=received, ok=averaged is not None,
+            wall_s=(work.t_end or time.perf_counter()) - work.t_start, bytes_sent=sent, bytes_received=received, ok=averaged is not None,
             group=group, train_loss=work.loss if math.isfinite(work.loss) else None, val_bpb=val,
             state_hash=self._snapshot.hash, payload_bytes=self.payload_bytes,
         )
