@@ -80,8 +80,8 @@ def run_cell(args: argparse.Namespace, n: int, codec: str, work: Path) -> dict[s
     spec = SwarmSpec(run_id=f"bytes-{codec}-{n}-{int(time.time())}", round_tokens=args.steps_per_round * TOKENS_PER_STEP * n,
                      model=args.model, codec=codec, bandwidth_mbps=args.rate or 1000.0, max_seconds=args.cell_seconds + 60)
     bed = make_bed(n, loopback=args.loopback, up_mbit=args.rate, down_mbit=args.rate)
-    t0 = time.monotonic()
     with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work, spec) as swarm:
+        t0 = time.monotonic()  # after the CPU lock: waiting for it is not the cell's time
         swarm.start(n)
         # node 1 trains alone until the others are up: count rounds from when all N are
         swarm.wait(lambda sts: len(sts) == n, timeout=args.cell_seconds - (time.monotonic() - t0))

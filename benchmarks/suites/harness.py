@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -58,6 +59,7 @@ class SwarmSpec:
     bandwidth_mbps: float = 100.0  # nodes derive their all-reduce timeouts from it
     max_seconds: float = 300.0  # every node stops by itself after this long, whatever happens to the harness
     extra_args: tuple[str, ...] = ()
+    hparams: tuple[tuple[str, Any], ...] = ()  # manifest hyper-parameter overrides, e.g. (("target_batch", 128),)
 
 
 @dataclass
@@ -171,6 +173,11 @@ class BenchSwarm:
         s = self.spec
         manifest = manifest_from_flags(NodeConfig(run_id=s.run_id, round_tokens=s.round_tokens, model=s.model, codec=s.codec,
                                                   algorithm=s.algorithm, batch_size=s.batch_size))
+        if s.hparams:
+            from protocol import Hyperparameters
+
+            hp = Hyperparameters.from_wire({**manifest.hparams.to_wire(), **dict(s.hparams)})
+            manifest = dataclasses.replace(manifest, hparams=hp)
         (self.workdir / "manifest.msgpack").write_bytes(manifest.to_bytes())
         port_file = self.workdir / "coordinator.port"
         port_file.unlink(missing_ok=True)
