@@ -82,6 +82,14 @@ def test_dashboard_shows_the_swarm_live(dashboard_feed):
             after = _poll(lambda: int(loss.get_attribute("data-points")), lambda n: n >= before + 3, 20, "new loss points")
             assert after >= before + 3
 
+            # a picture of the live swarm (before it is stopped below)
+            artifacts = REPO / "artifacts"
+            artifacts.mkdir(exist_ok=True)
+            page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+            docs_copy = REPO / "docs" / "dashboard.png"
+            if not docs_copy.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+                shutil.copyfile(artifacts / "dashboard.png", docs_copy)
+
             # the leaderboard's totals equal each node's own count
             own = feed.settle(timeout=30)
             expected = {feed.names[peer]: tokens for peer, tokens in own.items()}
@@ -98,12 +106,6 @@ def test_dashboard_shows_the_swarm_live(dashboard_feed):
             assert page.locator("#tokens").text_content() == f"{sum(own.values()):,}"
             assert page.locator("#conn").text_content() == "live"
 
-            artifacts = REPO / "artifacts"
-            artifacts.mkdir(exist_ok=True)
-            page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
-            docs_copy = REPO / "docs" / "dashboard.png"
-            if not docs_copy.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
-                shutil.copyfile(artifacts / "dashboard.png", docs_copy)
         finally:
             browser.close()
     assert dialogs == [], "a peer-supplied name ran as script"
