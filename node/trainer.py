@@ -284,7 +284,8 @@ class Trainer:
             for group in self.inner_opt.param_groups:
                 group["lr"] = lr
             x, y = self.sampler.batch()
-            _, loss = self.model(x.to(self.device), y.to(self.device))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device == "cuda"):  # bf16 matmuls on GPUs
+                _, loss = self.model(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
             self.inner_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip)
