@@ -149,6 +149,17 @@ class Topology:
                 cmds.append(["tc", "-n", hub, "qdisc", "add", "dev", hif, "root", *tbf_args(self.down_mbit)])
         return cmds
 
+    def shape_commands(self, up_mbit: float | None, down_mbit: float | None) -> list[list[str]]:
+        """Set (``tbf``) or lift (None) every node's caps on a running testbed."""
+        cmds = []
+        for i in range(1, self.nodes + 1):
+            for ns, dev, cap in ((self.ns(i), NODE_IF, up_mbit), (self.hub, self.hub_if(i), down_mbit)):
+                if cap is None:
+                    cmds.append(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "pfifo_fast"])
+                else:
+                    cmds.append(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", *tbf_args(cap)])
+        return cmds
+
     def teardown_commands(self) -> list[list[str]]:
         """Node namespaces first (their veths go with them), then the hub."""
         return [["ip", "netns", "del", ns] for ns in reversed(self.namespaces)]
@@ -294,6 +305,11 @@ class Testbed:
     def nodes(self) -> int:
         return self.topo.nodes
 
+    def shape(self, up_mbit: float | None, down_mbit: float | None) -> None:
+        """Change every node's caps now (None lifts one): e.g. let a swarm assemble fast, then cap it."""
+        for cmd in self.topo.shape_commands(up_mbit, down_mbit):
+            self._runner(cmd)
+
     def prefix(self, i: int) -> list[str]:
         return ["ip", "netns", "exec", self.topo.ns(i)]
 
@@ -346,6 +362,9 @@ class LoopbackBed:
 
     def counters(self) -> dict[int, tuple[int, int]]:
         return {}
+
+    def shape(self, up_mbit: float | None, down_mbit: float | None) -> None:
+        pass  # loopback is never shaped
 
 
 def _raise_exit(signum: int, _frame: Any) -> None:

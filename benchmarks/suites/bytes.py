@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites.charts import bar_chart
-from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, bursts, check_testbed, cpu_lock, fingerprint,
-                                       fmt_q, make_bed, quantiles, workdir, write_outputs)
+from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, bursts, check_testbed, cpu_lock,
+                                       fingerprint, fmt_q, make_bed, quantiles, tokens_per_step, workdir, write_outputs)
 
 __all__ = ["bound_bytes", "main", "round_rows"]
 
 logger = logging.getLogger(__name__)
 ALL_CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef")
-TOKENS_PER_STEP = 16 * 128  # the tiny preset's default batch: 16 sequences of 128 bytes
 
 
 def bytes_per_value(codec: str) -> float:
@@ -77,25 +76,26 @@ def round_rows(swarm: BenchSwarm, reports: list[Report], codec: str, burst_thres
 
 
 def run_cell(args: argparse.Namespace, n: int, codec: str, work: Path) -> dict[str, Any]:
-    spec = SwarmSpec(run_id=f"bytes-{codec}-{n}-{int(time.time())}", round_tokens=args.steps_per_round * TOKENS_PER_STEP * n,
+    spec = SwarmSpec(run_id=f"bytes-{codec}-{n}-{int(time.time())}", round_tokens=args.steps_per_round * tokens_per_step(args.model) * n,
                      model=args.model, codec=codec, bandwidth_mbps=args.rate or 1000.0, max_seconds=args.cell_seconds + 60)
-    bed = make_bed(n, loopback=args.loopback, up_mbit=args.rate, down_mbit=args.rate)
+    bed = make_bed(n, loopback=args.loopback, up_mbit=None, down_mbit=None)
     with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work, spec) as swarm:
         t0 = time.monotonic()  # after the CPU lock: waiting for it is not the cell's time
-        swarm.start(n)
-        # node 1 trains alone until the others are up: count rounds from when all N are
-        swarm.wait(lambda sts: len(sts) == n, timeout=args.cell_seconds - (time.monotonic() - t0))
+        # the swarm assembles on open links, then they are capped; only rounds after that count
+        t_capped = swarm.assemble(n, args.rate, args.rate, timeout=args.cell_seconds / 2)
         base = {i: st.get("rounds", 0) for i, st in swarm.statuses().items()}
         complete = swarm.wait(lambda sts: len(sts) == n and all(st.get("rounds", 0) >= base.get(i, 0) + args.rounds
                                                                 for i, st in sts.items()),
                               timeout=args.cell_seconds - (time.monotonic() - t0))
         swarm.stop()
         reports = swarm.reports()
-        rows = round_rows(swarm, reports, codec, burst_threshold=0.25 * (args.rate or 0) * 1e6 / 8)
+        rows = round_rows(swarm, [r for r in reports if r.sent_at > t_capped], codec,
+                          burst_threshold=0.25 * (args.rate or 0) * 1e6 / 8)
+    counted = [r for r in reports if r.sent_at > t_capped]
     cell: dict[str, Any] = {
         "nodes": n, "codec": codec, "bytes_per_value": bytes_per_value(codec), "complete": complete,
-        "seconds": round(time.monotonic() - t0, 1), "reports": len(reports), "rounds_ok": sum(r.ok for r in reports),
-        "groups": dict(Counter(r.group for r in reports if r.ok)), "payload_fp32": max((r.payload_bytes for r in reports), default=0),
+        "seconds": round(time.monotonic() - t0, 1), "reports": len(counted), "rounds_ok": sum(r.ok for r in counted),
+        "groups": dict(Counter(r.group for r in counted if r.ok)), "payload_fp32": max((r.payload_bytes for r in reports), default=0),
         "rounds": rows,
     }
     for key in ("payload_sent_ratio", "payload_received_ratio", "wire_up_ratio", "wire_down_ratio", "wire_over_payload",

@@ -36,8 +36,8 @@ from typing import Any
 
 from benchmarks.netns import LoopbackBed, NeedsRootError, Testbed, Topology, require_root
 
-__all__ = ["BenchSwarm", "Report", "SwarmSpec", "base_parser", "check_testbed", "cpu_lock", "fingerprint", "make_bed",
-           "quantiles", "workdir", "write_outputs"]
+__all__ = ["BenchSwarm", "Report", "SwarmSpec", "base_parser", "bursts", "check_testbed", "cpu_lock", "fingerprint", "make_bed",
+           "quantiles", "tokens_per_step", "workdir", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +60,7 @@ class SwarmSpec:
     max_seconds: float = 300.0  # every node stops by itself after this long, whatever happens to the harness
     extra_args: tuple[str, ...] = ()
     hparams: tuple[tuple[str, Any], ...] = ()  # manifest hyper-parameter overrides, e.g. (("target_batch", 128),)
+    env: tuple[tuple[str, str], ...] = ()  # extra node environment, e.g. (("SWARM_EVAL_BATCHES", "1"),)
 
 
 @dataclass
@@ -81,6 +82,15 @@ class Report:
     val_bpb: float | None
     train_loss: float | None
     group: int  # group size: the other members this node saw claim tokens, plus itself
+    members: frozenset[str] = frozenset()  # the group's peer ids, this node included
+
+
+def tokens_per_step(model: str, batch_size: int | None = None) -> int:
+    """Tokens one inner step of ``model`` processes (batch x context)."""
+    from node.model import preset
+    from protocol import Hyperparameters
+
+    return (batch_size or Hyperparameters().batch_size) * preset(model).block_size
 
 
 def make_bed(nodes: int, *, loopback: bool, up_mbit: float | None, down_mbit: float | None, tag: str | None = None) -> Any:
@@ -216,7 +226,7 @@ class BenchSwarm:
         cmd += ["--initial-peers", *initial_peers] if initial_peers else ["--new-swarm"]
         cmd += [*s.extra_args, *(extra or [])]
         with open(state / "node.log", "ab") as log:
-            self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=REPO,
+            self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**self._env(), **dict(s.env)}, cwd=REPO,
                                              start_new_session=True)
         self.events.append((time.time(), "start", i))
 
@@ -282,10 +292,32 @@ class BenchSwarm:
                 # the ledger stores the *other* members a reporter saw: group size = that + 1
                 " 1 + (SELECT COUNT(*) FROM group_claims g WHERE g.reporter = r.peer_id AND g.seq = r.seq)"
                 " FROM reports r ORDER BY r.sent_at").fetchall()
+            others: dict[tuple[str, int], set[str]] = {}
+            for reporter, seq, member in db.execute("SELECT reporter, seq, member FROM group_claims"):
+                others.setdefault((reporter, seq), set()).add(member)
         finally:
             db.close()
-        return [Report(nodes.get(r[0], 0), r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]), r[10], r[11], r[12], r[13])
-                for r in rows]
+        return [Report(nodes.get(r[0], 0), r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]), r[10], r[11], r[12], r[13],
+                       frozenset(others.get((r[0], r[1]), set()) | {r[0]})) for r in rows]
+
+    def assemble(self, n: int, up_mbit: float | None, down_mbit: float | None, timeout: float) -> float:
+        """Start nodes 1..n on unshaped links, warm up, then cap the links; returns the unix time of capping."""
+        self.start(n)
+        if not self.warm_up(n, timeout):
+            logger.warning("the swarm did not settle in %.0f s; capping the links anyway", timeout)
+        self.bed.shape(up_mbit, down_mbit)
+        return time.time()
+
+    def warm_up(self, n: int, timeout: float, rounds: int = 2) -> bool:
+        """Wait until all ``n`` nodes did ``rounds`` good rounds and share one round number.
+
+        Run it on unshaped links, then cap them: a node that started first trains alone meanwhile,
+        and on a slow link a joiner's state download can take longer than that lone node's rounds,
+        so the joiner would chase it for ever.
+        """
+        return self.wait(lambda sts: len(sts) == n and all(st.get("rounds", 0) >= rounds for st in sts.values())
+                         and max(st.get("round", 0) for st in sts.values()) - min(st.get("round", 0) for st in sts.values()) <= 1,
+                         timeout=timeout)
 
     def _sample(self) -> None:
         while not self._stop_sampling.is_set():

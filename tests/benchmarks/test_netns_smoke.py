@@ -66,6 +66,16 @@ def test_topology_builds_the_expected_commands():
         "ip netns del csw-ab12-n2", "ip netns del csw-ab12-n1", "ip netns del csw-ab12-hub"]
 
 
+def test_shaping_a_running_testbed_replaces_every_root_qdisc():
+    topo = Topology("ab12", 2)
+    capped = [" ".join(c) for c in topo.shape_commands(5, 10)]
+    assert f"tc -n csw-ab12-n2 qdisc replace dev veth0 root {' '.join(tbf_args(5))}" in capped
+    assert f"tc -n csw-ab12-hub qdisc replace dev vn2 root {' '.join(tbf_args(10))}" in capped
+    assert len(capped) == 4
+    lifted = topo.shape_commands(None, None)
+    assert all(c[-1] == "pfifo_fast" and c[4] == "replace" for c in lifted) and len(lifted) == 4
+
+
 def test_unshaped_topology_has_no_qdisc_and_bad_topologies_are_refused():
     assert not any(c[0] == "tc" for c in Topology("x", 3).setup_commands())
     assert tbf_args(100)[:3] == ["tbf", "rate", "100mbit"]
@@ -105,6 +115,8 @@ def test_two_namespaces_capped_at_20_mbit_and_torn_down():
         assert 0 < mbit <= 20, mbit
         assert after[1][0] - before[1][0] >= 2_000_000  # node 1's upload, framing included
         assert after[2][1] - before[2][1] >= 2_000_000  # node 2's download
+        bed.shape(None, None)  # lifted: far above the old cap (a loose bound: the machine is shared)
+        assert measure_goodput(bed, 1, 2, nbytes=2_000_000, timeout=20) > 40
     assert _namespaces(f"csw-{topo.tag}-") == []
 
 

@@ -1,0 +1,139 @@
+"""``versus``: wall time to a target validation loss, DiLoCo vs ``--algorithm sync`` (hivemind.Optimizer).
+
+Both algorithms run the same model, data, node count and tbf cap; runs alternate A B A B ...
+(``--repeats`` pairs), so slow drift of the shared machine's load hits both alike. A run's clock
+starts when every node is up (has written its status) and stops at the first round report whose
+validation bits per byte is at or below ``--target-bpb`` (from the ledger; every report carries
+the node's validation figure after that round). A run that never reaches the target within
+``--run-seconds`` counts as "not reached" and the speed-up becomes a lower bound.
+
+The baseline is what ``--algorithm sync`` runs: hivemind.Optimizer with the manifest's
+``target_batch`` samples per global step (tunable here with ``--sync-target-batch``), gradients
+and the background state averaging compressed with the run's codec, matchmaking time as given.
+
+Latency: none is emulated. The baseline synchronises every global step, DiLoCo every H inner
+steps; each synchronisation pays matchmaking and round trips, so with a real RTT the baseline
+loses more than DiLoCo and the speed-up here is conservative in that respect.
+
+    python -m benchmarks.suites versus --out bench-out/netns/versus --nodes 4 --cap 20 --repeats 2
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suites.charts import line_chart
+from benchmarks.suites.harness import (BenchSwarm, SwarmSpec, base_parser, check_testbed, cpu_lock, fingerprint, fmt_q,
+                                       make_bed, quantiles, tokens_per_step, workdir, write_outputs)
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace, work: Path, algorithm: str, label: str) -> dict[str, Any]:
+    n = args.nodes
+    step_tokens = tokens_per_step(args.model)
+    hparams = (("target_batch", args.sync_target_batch),) if args.sync_target_batch else ()
+    spec = SwarmSpec(run_id=f"versus-{label}-{int(time.time())}", round_tokens=args.steps_per_round * step_tokens * n,
+                     model=args.model, codec=args.codec, algorithm=algorithm, bandwidth_mbps=args.cap or 100.0,
+                     matchmaking_time_s=args.matchmaking_time_s, max_seconds=args.run_seconds + 60, hparams=hparams)
+    bed = make_bed(n, loopback=args.loopback, up_mbit=args.cap, down_mbit=args.cap)
+    with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work / label, spec) as swarm:
+        t0 = time.monotonic()  # after the CPU lock: waiting for it is not the run's time
+        swarm.start(n)
+        swarm.wait(lambda sts: len(sts) == n, timeout=args.run_seconds)
+        t_up = time.time()
+        swarm.wait(lambda sts: any((st.get("final_val_bpb") or 99.0) <= args.target_bpb for st in sts.values()),
+                   timeout=args.run_seconds - (time.monotonic() - t0))
+        swarm.stop()
+        reports = swarm.reports()
+    curve = sorted((r.sent_at - t_up, r.val_bpb) for r in reports if r.val_bpb is not None and r.sent_at >= t_up)
+    hit = next((t for t, v in curve if v <= args.target_bpb), None)
+    wire = None  # bytes all nodes uploaded from "all up" to the target (or to the end)
+    ends = [swarm.counter_at(i, t_up + (hit if hit is not None else curve[-1][0] if curve else 0.0)) for i in range(1, n + 1)]
+    starts = [swarm.counter_at(i, t_up) for i in range(1, n + 1)]
+    if all(ends) and all(starts):
+        wire = sum(e[0] - s[0] for e, s in zip(ends, starts))  # type: ignore[index]
+    out = {"label": label, "algorithm": algorithm, "time_to_target_s": hit, "reached": hit is not None,
+           "best_val_bpb": min((v for _, v in curve), default=None), "rounds": len({r.round for r in reports if r.ok}),
+           "seconds_observed": round(time.time() - t_up, 1), "wire_bytes_up_total": wire, "curve": curve,
+           "run_seconds": round(time.monotonic() - t0, 1)}
+    logger.info("versus %s: time to %.2f bpb: %s (best %.3f)", label, args.target_bpb, hit, out["best_val_bpb"] or float("nan"))
+    return out
+
+
+def summarize(runs: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
+    def times(alg: str) -> list[float]:
+        return [r["time_to_target_s"] if r["reached"] else r["seconds_observed"] for r in runs if r["algorithm"] == alg]
+
+    ta, tb = quantiles(times(a)), quantiles(times(b))
+    b_all_reached = all(r["reached"] for r in runs if r["algorithm"] == b)
+    a_all_reached = all(r["reached"] for r in runs if r["algorithm"] == a)
+    speedup = tb["median"] / ta["median"] if ta and tb and ta["median"] > 0 else None
+    return {"a": a, "b": b, "time_a": ta, "time_b": tb, "speedup_b_over_a": speedup,
+            "speedup_is_lower_bound": not b_all_reached and a_all_reached, "a_all_reached": a_all_reached,
+            "b_all_reached": b_all_reached}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    a = result["args"]
+    s = result["summary"]
+    link = "loopback" if a["loopback"] else f"{a['cap']:g} Mbit/s up and down"
+    lines = [f"# time to {a['target_bpb']} validation bits/byte: {s['a']} vs {s['b']} ({a['nodes']} nodes, {link})", "",
+             "| run | algorithm | time to target s | best val bits/byte | rounds ok | wire MB up to the target (all nodes) |", "|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        t = f"{r['time_to_target_s']:.1f}" if r["reached"] else f"not in {r['seconds_observed']:.0f}"
+        wire = f"{r['wire_bytes_up_total'] / 1e6:.1f}" if r["wire_bytes_up_total"] else "-"
+        best = f"{r['best_val_bpb']:.3f}" if r["best_val_bpb"] is not None else "-"
+        lines.append(f"| {r['label']} | {r['algorithm']} | {t} | {best} | {r['rounds']} | {wire} |")
+    sp = s["speedup_b_over_a"]
+    lines += ["", f"Median time {s['a']}: {fmt_q(s['time_a'], 1)} s; {s['b']}: {fmt_q(s['time_b'], 1)} s "
+              "(a run that missed the target counts its observed time). "
+              f"Speed-up of {s['a']} over {s['b']}: " + ("-" if sp is None else f"{'>= ' if s['speedup_is_lower_bound'] else ''}{sp:.2f}x"),
+              "", "Target (issue): >= 5x less wall time to the target than tuned hivemind.Optimizer at 20 Mbit/s with 4 nodes.", ""]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser("versus", "time to a target validation loss: DiLoCo vs hivemind.Optimizer")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--cap", type=float, default=20.0, help="Mbit/s up and down (ignored with --loopback)")
+    p.add_argument("--codec", default="fp16")
+    p.add_argument("--algorithms", nargs=2, default=["diloco", "sync"], metavar=("A", "B"))
+    p.add_argument("--target-bpb", type=float, default=3.6, help="validation bits per byte to reach")
+    p.add_argument("--steps-per-round", type=int, default=20, help="DiLoCo inner steps per node per round (H)")
+    p.add_argument("--sync-target-batch", type=int, default=None, help="sync: samples per global step (manifest default 256)")
+    p.add_argument("--matchmaking-time-s", type=float, default=3.0)
+    p.add_argument("--repeats", type=int, default=2, help="A B pairs")
+    p.add_argument("--run-seconds", type=float, default=170.0)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.loopback:
+        args.cap = None
+    if (why := check_testbed(args)) is not None:
+        print(f"error: {why}")
+        return 2
+    a, b = args.algorithms
+    fp = fingerprint(manifest_seed=0, sampler_seed="run_id + peer_id", run_ids="versus-<label>-<unix time>")
+    runs = []
+    with workdir(args, "versus") as work:
+        for k in range(args.repeats):
+            for alg in (a, b):
+                runs.append(run(args, work, alg, f"{alg}-{k + 1}"))
+    result = {"suite": "versus", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "fingerprint": fp.finish(), "runs": runs, "summary": summarize(runs, a, b)}
+    md = markdown(result)
+    chart = line_chart(f"validation bits/byte over time ({a} vs {b})", [(r["label"], r["curve"]) for r in runs],
+                       subtitle=f"dashed: the target {args.target_bpb}", x_label="seconds since all nodes were up",
+                       y_label="val bits/byte", ref=args.target_bpb, y_zero=False)
+    for path in write_outputs(args.out, "versus", result, md, {"val": chart}):
+        print(path)
+    print(md)
+    return 0
