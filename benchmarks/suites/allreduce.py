@@ -33,12 +33,13 @@ from typing import Any
 from benchmarks.netns import measure_goodput
 from benchmarks.suites.bytes import bound_bytes
 from benchmarks.suites.charts import line_chart
-from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, bursts, check_testbed, cpu_lock,
-                                       fingerprint, fmt_q, make_bed, quantiles, tokens_per_step, workdir, write_outputs)
+from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, check_testbed, cpu_lock, fingerprint, fmt_q,
+                                       group_span, make_bed, quantiles, tokens_per_step, workdir, write_outputs)
 
 __all__ = ["main", "round_times"]
 
 logger = logging.getLogger(__name__)
+WIRE_FRAMING = 1514 / 1448  # Ethernet + IP + TCP headers per full segment
 DEFAULT_PAYLOADS = {5.0: ("tiny", "none"), 20.0: ("small", "int8"), 50.0: ("small", "fp16"), 100.0: ("small", "none")}
 
 
@@ -50,8 +51,18 @@ def payload_for(cap: float, model: str | None, codec: str | None) -> tuple[str, 
     return model or m, codec or c
 
 
-def round_times(swarm: BenchSwarm, reports: list[Report], codec: str, goodput_bytes_s: float, threshold: float) -> list[dict[str, Any]]:
-    """Per round with a group of 2+: bound time, measured time (first to last all-reduce byte), efficiency."""
+def round_times(samples: list[tuple[float, dict[int, tuple[int, int]]]], reports: list[Report], codec: str,
+                goodput_bytes_s: float, cap_bytes_s: float, tail_s: float = 3.0) -> list[dict[str, Any]]:
+    """Per group of 2+ in a round: bound time, measured time, efficiency.
+
+    Measured time: the span of the group's summed uploads above half its total capacity (G x the
+    cap), from 1% to 99% of its bytes (background subtracted), scaled to 100%. The window runs from
+    the members' previous reports to 3 s after their last report of this round (a member reports
+    once its own share arrived, while it may still be returning parts to others). A group is
+    *complete* when its members sent at least 0.97 x G x the bound (no sender was banned and no
+    reducer failed), and *clean* when it is complete and the span's bytes are 0.95..1.15 x what
+    the members reported sending, framed: no state download or other group's transfer overlapped it.
+    """
     previous: dict[int, Report] = {}
     groups: dict[tuple[int, frozenset[str]], list[tuple[Report, Report]]] = {}  # a round may split into several groups
     for r in sorted(reports, key=lambda r: (r.node, r.seq)):
@@ -60,27 +71,36 @@ def round_times(swarm: BenchSwarm, reports: list[Report], codec: str, goodput_by
             groups.setdefault((r.round, r.members), []).append((prev, r))
     rows = []
     for (rnd, _), pairs in sorted(groups.items(), key=lambda kv: min(r.sent_at for _, r in kv[1])):
-        starts, ends, wire = [], [], []
-        for prev, r in pairs:
-            found = [bursts(swarm.samples, r.node, d, threshold, prev.sent_at, r.sent_at) for d in (0, 1)]
-            if not all(found):
-                continue
-            up, down = found[0][-1], found[1][-1]
-            starts.append(min(up.start, down.start))
-            ends.append(max(up.end, down.end))
-            wire.append(up.nbytes)
         group = max(r.group for _, r in pairs)
-        if not starts or len(pairs) < group:  # a member's report is missing: the round's span is unknown
+        if len(pairs) < group:  # a member's report is missing: the group's traffic is not all accounted for
             continue
+        nodes = [r.node for _, r in pairs]
+        span = group_span(samples, nodes, 0.5 * group * cap_bytes_s, min(p.sent_at for p, _ in pairs),
+                          max(r.sent_at for _, r in pairs) + tail_s)
+        if span is None:
+            continue
+        sent = sum(r.bytes_sent for _, r in pairs)
         bound = bound_bytes(pairs[0][1].payload_bytes, codec, group)
-        measured = (max(ends) - min(starts)) / 0.98
         t_bound = bound / goodput_bytes_s
-        rows.append({"round": rnd, "group": group, "bound_bytes": bound, "t_bound": t_bound, "t_measured": measured,
-                     "efficiency": t_bound / measured if measured > 0 else None,
-                     "payload_sent_max": max(r.bytes_sent for _, r in pairs), "wire_up_max": max(wire),
-                     "start_spread_s": max(starts) - min(starts),
+        complete = sent >= 0.97 * group * bound  # a banned sender or failed reducer moves fewer bytes
+        rows.append({"round": rnd, "group": group, "complete": complete,
+                     "clean": complete and 0.95 <= span.nbytes / (sent * WIRE_FRAMING) <= 1.15,
+                     "bound_bytes": bound, "t_bound": t_bound, "t_measured": span.seconds,
+                     "efficiency": t_bound / span.seconds if span.seconds > 0 else None, "start": span.start,
+                     "payload_sent": [r.bytes_sent for _, r in pairs], "wire_over_payload": span.nbytes / sent,
                      "non_compute_s": [round(r.wall_s - r.compute_s, 3) for _, r in pairs]})
     return rows
+
+
+def summarize_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    rows = cell["rounds"]
+    clean = [r for r in rows if r["clean"]]
+    cell.update(efficiency=quantiles([r["efficiency"] for r in clean if r["efficiency"]]),
+                efficiency_all=quantiles([r["efficiency"] for r in rows if r["efficiency"]]),
+                t_measured=quantiles([r["t_measured"] for r in clean]), t_bound=quantiles([r["t_bound"] for r in clean]),
+                wire_over_payload=quantiles([r["wire_over_payload"] for r in clean]), clean_rounds=len(clean),
+                complete_rounds=sum(r.get("complete", True) for r in rows))
+    return cell
 
 
 def run_cap(args: argparse.Namespace, cap: float, work: Path) -> dict[str, Any]:
@@ -89,7 +109,7 @@ def run_cap(args: argparse.Namespace, cap: float, work: Path) -> dict[str, Any]:
     step_tokens = tokens_per_step(model, args.batch_size)
     # timing only: small batches and one validation batch keep rounds short on a shared CPU
     spec = SwarmSpec(run_id=f"allreduce-{cap:g}-{int(time.time())}", round_tokens=args.steps_per_round * step_tokens * n,
-                     model=model, codec=codec, bandwidth_mbps=cap, max_seconds=args.cell_seconds + 60, batch_size=args.batch_size,
+                     model=model, codec=codec, bandwidth_mbps=args.bandwidth_mbps or cap, max_seconds=args.cell_seconds + 60, batch_size=args.batch_size,
                      env=(("SWARM_EVAL_BATCHES", "1"),))
     bed = make_bed(n, loopback=False, up_mbit=None, down_mbit=None)
     with cpu_lock(args.cpu_lock), bed:
@@ -105,34 +125,37 @@ def run_cap(args: argparse.Namespace, cap: float, work: Path) -> dict[str, Any]:
                                   timeout=args.cell_seconds - (time.monotonic() - t0))
             swarm.stop()
             reports = swarm.reports()
-            rows = round_times(swarm, [r for r in reports if r.sent_at > t_capped], codec, goodput * 1e6 / 8,
-                               threshold=args.threshold * cap * 1e6 / 8)
+            rows = round_times(swarm.samples, [r for r in reports if r.sent_at > t_capped], codec, goodput * 1e6 / 8,
+                               cap_bytes_s=cap * 1e6 / 8)
             samples = swarm.samples
+    cell = summarize_cell({"cap_mbit": cap, "nodes": n, "model": model, "codec": codec, "goodput_mbit": goodput,
+                           "goodput_over_cap": goodput / cap, "complete": complete, "seconds": round(time.monotonic() - t0, 1),
+                           "rounds": rows})
     (args.out / "samples").mkdir(parents=True, exist_ok=True)
     with open(args.out / "samples" / f"allreduce-{cap:g}mbit.json", "w") as f:  # the raw counters, for anyone to re-derive
         json.dump({"t": [round(t, 3) for t, _ in samples], "up_down": [c for _, c in samples], "capped_at": t_capped,
+                   "cell": {k: v for k, v in cell.items() if k != "rounds"},
                    "reports": [{**r.__dict__, "members": sorted(r.members)} for r in reports]}, f)
-    cell = {"cap_mbit": cap, "nodes": n, "model": model, "codec": codec, "goodput_mbit": goodput,
-            "goodput_over_cap": goodput / cap, "complete": complete, "seconds": round(time.monotonic() - t0, 1),
-            "rounds": rows, "efficiency": quantiles([r["efficiency"] for r in rows if r["efficiency"]]),
-            "t_measured": quantiles([r["t_measured"] for r in rows]), "t_bound": quantiles([r["t_bound"] for r in rows]),
-            "start_spread_s": quantiles([r["start_spread_s"] for r in rows])}
     logger.info("allreduce %g Mbit/s: goodput %.2f, efficiency %s", cap, goodput, fmt_q(cell["efficiency"]))
     return cell
 
 
 def markdown(result: dict[str, Any]) -> str:
     lines = ["# all-reduce efficiency = bound time / measured time", "",
-             "Bound time: 2(G-1)/G x compressed payload / measured TCP goodput through the same cap. Measured: first to last "
-             "all-reduce byte over all members (veth counters, 50 ms samples). Median (min-max) over rounds. No added latency.", "",
+             "Bound time: 2(G-1)/G x compressed payload / measured TCP goodput through the same cap. Measured: the span of "
+             "the group's summed uploads (veth counters, 50 ms samples) above half the group's capacity, 1%-99% of its bytes "
+             "scaled to 100%. Median (min-max) over clean rounds: complete (the members sent >= 0.97 x G x the bound: "
+             "no sender banned, no reducer failed) and with a span that carried the all-reduce and nothing else "
+             "(0.95-1.15 x the members' payload x framing). No added latency.", "",
              "| cap Mbit/s | N | model, codec | TCP goodput Mbit/s (/cap) | bound MB per peer | bound s | measured s | efficiency "
-             "| members' start spread s | rounds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| efficiency, all rounds | wire / payload | clean / complete / all rounds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["cells"]:
         mb = c["rounds"][0]["bound_bytes"] / 1e6 if c["rounds"] else float("nan")
         lines.append(f"| {c['cap_mbit']:g} | {c['nodes']} | {c['model']}, {c['codec']} | {c['goodput_mbit']:.2f} "
                      f"({c['goodput_over_cap']:.3f}) | {mb:.2f} | {fmt_q(c['t_bound'], 2)} | {fmt_q(c['t_measured'], 2)} "
-                     f"| {fmt_q(c['efficiency'])} | {fmt_q(c['start_spread_s'], 2)} | {len(c['rounds'])} |")
+                     f"| {fmt_q(c['efficiency'])} | {fmt_q(c['efficiency_all'])} | {fmt_q(c['wire_over_payload'])} "
+                     f"| {c['clean_rounds']} / {c['complete_rounds']} / {len(c['rounds'])} |")
     lines += ["", "Target (issue): efficiency >= 0.93 at every cap from 5 to 100 Mbit/s.", ""]
     return "\n".join(lines)
 
@@ -156,13 +179,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps-per-round", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=4, help="sequences per inner step (timing only: small is quick)")
-    p.add_argument("--threshold", type=float, default=0.5, help="a burst is traffic above this share of the cap")
     p.add_argument("--cell-seconds", type=float, default=170.0)
+    p.add_argument("--bandwidth-mbps", type=float, default=None,
+                   help="what nodes assume their link is (their timeouts derive from it); default: the cap")
+    p.add_argument("--reanalyse", action="store_true", help="recompute OUT/allreduce.* from OUT/samples (runs nothing)")
     return p
+
+
+def reanalyse(args: argparse.Namespace) -> dict[str, Any]:
+    """Recompute every cell from the raw samples a previous run kept under ``OUT/samples`` (no swarm runs)."""
+    old = json.loads((args.out / "allreduce.json").read_text()) if (args.out / "allreduce.json").exists() else {}
+    old_cells = {c["cap_mbit"]: c for c in old.get("cells", [])}
+    cells = []
+    for path in sorted((args.out / "samples").glob("allreduce-*mbit.json"), key=lambda p: float(p.stem.split("-")[1][:-4])):
+        raw = json.loads(path.read_text())
+        meta = raw.get("cell") or old_cells[float(path.stem.split("-")[1][:-4])]
+        samples = [(t, {int(k): (v[0], v[1]) for k, v in c.items()}) for t, c in zip(raw["t"], raw["up_down"])]
+        reports = [Report(**{**r, "members": frozenset(r["members"])}) for r in raw["reports"]]
+        cap = meta["cap_mbit"]
+        rows = round_times(samples, [r for r in reports if r.sent_at > raw["capped_at"]], meta["codec"],
+                           meta["goodput_mbit"] * 1e6 / 8, cap_bytes_s=cap * 1e6 / 8)
+        keep = ("cap_mbit", "nodes", "model", "codec", "goodput_mbit", "goodput_over_cap", "complete", "seconds")
+        cells.append(summarize_cell({**{k: meta[k] for k in keep}, "rounds": rows}))
+    return {"suite": "allreduce", "args": old.get("args", {}), "fingerprint": old.get("fingerprint", {}), "cells": cells,
+            "reanalysed_at": time.time()}
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.reanalyse:
+        result = reanalyse(args)
+        md = markdown(result)
+        for path in write_outputs(args.out, "allreduce", result, md, charts(result)):
+            print(path)
+        print(md)
+        return 0
     if args.loopback:
         print("error: allreduce measures time through tbf caps; it has no loopback mode")
         return 2

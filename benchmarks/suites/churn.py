@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.netns import TCP_FRAMING
+from benchmarks.suites.allreduce import WIRE_FRAMING
+from benchmarks.suites.charts import line_chart
 from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, bursts, check_testbed, cpu_lock,
                                        fingerprint, make_bed, tokens_per_step, workdir, write_outputs)
 
@@ -88,6 +90,8 @@ def analyse(reports: list[Report], *, victim: int, t_kill: float, t_restart: flo
     out["stall_s"] = statistics.median(stalls) if stalls else None
     out["stall_s_per_survivor"] = stalls
     out["work_lost_compute_s"] = statistics.median(work_lost) if work_lost else None
+    out["work_lost_compute_s_max"] = max(work_lost) if work_lost else None
+    out["stall_s_max"] = max(stalls) if stalls else None
     out["kill_to_good_round_s"] = statistics.median(to_good) if to_good else None
     out["val_excursion_bpb"] = max(excursions) if excursions else None
     if t_restart is not None:
@@ -96,9 +100,10 @@ def analyse(reports: list[Report], *, victim: int, t_kill: float, t_restart: flo
         if samples_swarm is not None and back:
             downs = bursts(samples_swarm.samples, victim, 1, 0.3 * (goodput_bytes_s or 0), t_restart, back[0].sent_at)
             if downs:
-                big = max(downs, key=lambda b: b.nbytes)
-                out["state_download"] = {"bytes": big.nbytes, "seconds": big.seconds,
-                                         "share_of_goodput": big.nbytes / big.seconds / goodput_bytes_s if goodput_bytes_s else None}
+                big = max(downs, key=lambda b: b.nbytes)  # wire bytes: TCP payload is 1448 of every 1514
+                out["state_download"] = {"wire_bytes": big.nbytes, "seconds": big.seconds,
+                                         "share_of_goodput": big.nbytes / WIRE_FRAMING / big.seconds / goodput_bytes_s
+                                         if goodput_bytes_s else None}
     return out
 
 
@@ -131,7 +136,6 @@ def run_scenario(args: argparse.Namespace, work: Path, scenario: str) -> dict[st
                 time.sleep(0.02)
         victim_rounds = (swarm.status(victim) or {}).get("rounds", 0)  # its checkpoint holds at most this many
         t_kill = time.time()
-        status_at_kill = (swarm.status(victim) or {}).get("status")
         rate_at_kill = _upload_rate(swarm, victim)
         swarm.stop_node(victim, signal.SIGKILL)
         after = _rounds(swarm, survivors)
@@ -146,7 +150,7 @@ def run_scenario(args: argparse.Namespace, work: Path, scenario: str) -> dict[st
         goodput = args.cap * 1e6 / 8 * TCP_FRAMING
         figures = analyse(reports, victim=victim, t_kill=t_kill, t_restart=t_restart, survivors=survivors,
                           samples_swarm=swarm, goodput_bytes_s=goodput)
-    out = {"scenario": scenario, "nodes": n, "cap_mbit": args.cap, "algorithm": args.algorithm, "victim_status_at_kill": status_at_kill,
+    out = {"scenario": scenario, "nodes": n, "cap_mbit": args.cap, "algorithm": args.algorithm,
            "victim_uplink_at_kill_mbit": rate_at_kill * 8 / 1e6, "restarted": t_restart is not None,
            "seconds": round(time.monotonic() - t0, 1), **figures,
            "reports": [{"node": r.node, "round": r.round, "ok": r.ok, "group": r.group, "wall_s": round(r.wall_s, 3),
@@ -163,17 +167,22 @@ def markdown(result: dict[str, Any]) -> str:
     a = result["args"]
     lines = [f"# churn: SIGKILL of one of {a['nodes']} nodes, then a restart ({a['cap']:g} Mbit/s, {a['algorithm']}, "
              f"{a['steps_per_round']} inner steps per round)", "",
-             "| kill | victim at kill | affected round ok (survivors) | stall s | work lost (compute s) | kill to good round s "
-             "| val excursion bits/byte | catch-up s | state download MB in s (share of goodput) |",
+             "| kill | victim's uplink at the kill | survivors' affected round ok | stall s, median (max) "
+             "| work lost, compute s, median (max) | kill to good round s | val excursion bits/byte | catch-up s "
+             "| state download: wire MB in s (share of goodput) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s in result["scenarios"]:
         dl = s.get("state_download")
-        dls = f"{dl['bytes'] / 1e6:.2f} in {dl['seconds']:.2f} ({_f(dl['share_of_goodput'], 3)})" if dl else "-"
-        at = f"{s['victim_status_at_kill']}, uplink {s['victim_uplink_at_kill_mbit']:.1f} Mbit/s"
-        lines.append(f"| {s['scenario']} | {at} | {s.get('affected_round_ok', '-')} | {_f(s.get('stall_s'))} "
-                     f"| {_f(s.get('work_lost_compute_s'))} | {_f(s.get('kill_to_good_round_s'))} | {_f(s.get('val_excursion_bpb'), 3)} "
+        dls = f"{dl['wire_bytes'] / 1e6:.2f} in {dl['seconds']:.2f} ({_f(dl['share_of_goodput'], 3)})" if dl else "-"
+        ok = ", ".join("ok" if v else "failed" for v in s.get("affected_round_ok", []))
+        lines.append(f"| {s['scenario']} | {s['victim_uplink_at_kill_mbit']:.1f} Mbit/s | {ok} "
+                     f"| {_f(s.get('stall_s'))} ({_f(s.get('stall_s_max'))}) "
+                     f"| {_f(s.get('work_lost_compute_s'))} ({_f(s.get('work_lost_compute_s_max'))}) "
+                     f"| {_f(s.get('kill_to_good_round_s'))} | {_f(s.get('val_excursion_bpb'), 3)} "
                      f"| {_f(s.get('catch_up_s'))} | {dls} |")
-    lines += ["", "Stall: wall time of the survivors' round hit by the kill minus their median round before it. "
+    lines += ["", "inner: killed 1 s after it reported a round (in its next inner phase); allreduce: killed as soon as its "
+              "uplink carried more than half the cap. Stall: wall time of the survivors' round hit by the kill minus their "
+              "median round before it; work lost: compute seconds of that round when it failed. "
               "Targets (issue): stall after a peer dies mid-all-reduce <= 5 s; rejoin state download >= 85% of link goodput.", ""]
     return "\n".join(lines)
 
@@ -204,7 +213,16 @@ def main(argv: list[str]) -> int:
     result = {"suite": "churn", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "fingerprint": fp.finish(), "scenarios": scenarios}
     md = markdown(result)
-    for path in write_outputs(args.out, "churn", result, md, {}):
+    charts = {}
+    for sc in scenarios:
+        series = []
+        for node in sorted({r["node"] for r in sc["reports"]}):
+            pts = [(r["t"], r["wall_s"]) for r in sc["reports"] if r["node"] == node]
+            series.append((f"node {node}" + (" (victim)" if node == args.nodes else ""), pts))
+        charts[f"{sc['scenario']}-rounds"] = line_chart(
+            f"round wall time around the kill ({sc['scenario']})", series, x_label="seconds since the kill (report time)",
+            y_label="round wall s", subtitle=f"{args.nodes} nodes, {args.cap:g} Mbit/s; the victim restarts after the survivors' 2 rounds")
+    for path in write_outputs(args.out, "churn", result, md, charts):
         print(path)
     print(md)
     return 0

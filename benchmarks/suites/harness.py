@@ -36,7 +36,7 @@ from typing import Any
 
 from benchmarks.netns import LoopbackBed, NeedsRootError, Testbed, Topology, require_root
 
-__all__ = ["BenchSwarm", "Report", "SwarmSpec", "base_parser", "bursts", "check_testbed", "cpu_lock", "fingerprint", "make_bed",
+__all__ = ["BenchSwarm", "Report", "SwarmSpec", "base_parser", "bursts", "group_span", "check_testbed", "cpu_lock", "fingerprint", "make_bed",
            "quantiles", "tokens_per_step", "workdir", "write_outputs"]
 
 logger = logging.getLogger(__name__)
@@ -500,21 +500,35 @@ class Burst:
         return (self.end - self.start) / 0.98
 
 
+def group_span(samples: list[tuple[float, dict[int, tuple[int, int]]]], nodes: list[int], threshold_bytes_s: float,
+               t_from: float, t_to: float, merge_gap_s: float = 0.5) -> Burst | None:
+    """The biggest burst of the *summed* uploads of ``nodes`` in ``[t_from, t_to]``.
+
+    Every byte of an all-reduce is uploaded by one of its members, so the sum sees the whole
+    transfer, including reducers still returning parts after their own share arrived; a transfer
+    that involves one uploader (a state download) stays below a threshold set at a share of the
+    group's total capacity.
+    """
+    summed = [(t, {0: (sum(c[i][0] for i in nodes), 0)}) for t, c in samples if all(i in c for i in nodes)]
+    found = bursts(summed, 0, 0, threshold_bytes_s, t_from, t_to, merge_gap_s, subtract_background=False)
+    return max(found, key=lambda b: b.nbytes) if found else None
+
+
 def bursts(samples: list[tuple[float, dict[int, tuple[int, int]]]], node: int, direction: int, threshold_bytes_s: float,
-           t_from: float = 0.0, t_to: float = float("inf"), merge_gap_s: float = 0.35) -> list[Burst]:
+           t_from: float = 0.0, t_to: float = float("inf"), merge_gap_s: float = 0.35, subtract_background: bool = True) -> list[Burst]:
     """Bursts of ``node``'s traffic (direction 0: up, 1: down) in ``[t_from, t_to]``.
 
     A burst is a run of sampling intervals whose rate exceeds ``threshold_bytes_s`` (gaps shorter
     than ``merge_gap_s`` are bridged), widened by one interval on each side so that partly filled
-    edge intervals count; the background rate (the median rate of the intervals below the threshold
-    in the window) is subtracted from its bytes.
+    edge intervals count; unless told otherwise, the background rate (the median rate of the
+    intervals below the threshold in the window) is subtracted from its bytes.
     """
     pts = [(t, c[node][direction]) for t, c in samples if node in c and t_from <= t <= t_to]
     if len(pts) < 3:
         return []
     rates = [(pts[k + 1][1] - pts[k][1]) / max(1e-9, pts[k + 1][0] - pts[k][0]) for k in range(len(pts) - 1)]
     quiet = [r for r in rates if r <= threshold_bytes_s]
-    background = statistics.median(quiet) if quiet else 0.0
+    background = statistics.median(quiet) if quiet and subtract_background else 0.0
     runs: list[list[int]] = []
     for k, r in enumerate(rates):
         if r > threshold_bytes_s:

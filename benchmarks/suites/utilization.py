@@ -78,8 +78,8 @@ def run(args: argparse.Namespace, work: Path, *, nodes: int, algorithm: str, cap
                "seconds": round(time.monotonic() - t0, 1), "payload_fp32": max((r.payload_bytes for r in reports), default=0)}
         if nodes > 1 and cap and not bed.loopback:
             goodput = cap * 1e6 / 8 * TCP_FRAMING
-            times = [r for r in round_times(swarm, [r for r in reports if r.sent_at > t_capped], args.codec, goodput,
-                                            threshold=0.5 * cap * 1e6 / 8)
+            times = [r for r in round_times(swarm.samples, [r for r in reports if r.sent_at > t_capped], args.codec, goodput,
+                                            cap_bytes_s=cap * 1e6 / 8)
                      if r["group"] == nodes]
             comm = quantiles([r["t_measured"] for r in times])
             out["allreduce_s"] = comm
