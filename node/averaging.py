@@ -229,6 +229,14 @@ class PseudoGradientAverager(DecentralizedAverager):
         self._state_provider = state_provider
         super().__init__(buffers, dht, **kwargs)
 
+    def set_timeouts(self, *, chunk_s: float, allreduce_s: float) -> None:
+        """Re-derive the all-reduce timeouts (from the host process; applied in the averager process)."""
+        self._outer_pipe.send(("_set_timeouts", [], dict(chunk_s=chunk_s, allreduce_s=allreduce_s)))
+
+    async def _set_timeouts(self, chunk_s: float, allreduce_s: float) -> None:
+        self.allreduce_kwargs.update(sender_timeout=chunk_s, reducer_timeout=2 * chunk_s)
+        self._allreduce_timeout = allreduce_s
+
     def get_current_state(self) -> tuple[Any, Sequence[torch.Tensor], None]:
         metadata, tensors = self._state_provider()
         return metadata, tensors, None

@@ -16,7 +16,7 @@ from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.utils import get_dht_time
 
 from node.config import NodeConfig
-from node.policies.timeouts import allreduce_timeout
+from node.policies.timeouts import allreduce_timeout, chunk_timeout
 from protocol import RunManifest
 
 __all__ = ["SwarmHandles", "find_foreign_manifests", "run_prefix", "start_dht"]
@@ -61,14 +61,13 @@ def make_tracker(dht: hivemind.DHT, manifest: RunManifest, cfg: NodeConfig) -> P
 def averager_kwargs(cfg: NodeConfig, payload_bytes: int, max_peers: int = 64) -> dict[str, Any]:
     """Matchmaking and all-reduce timeouts from payload size and the assumed link speed."""
     bandwidth = cfg.bandwidth_mbps * 1e6 / 8
-    # a sender silent for this long is banned; a reducer silent for twice this long fails the round:
-    # one 512 KiB part at a third of the link speed, but at least the floor (CPU hiccups on small boxes)
-    chunk_timeout = max(cfg.chunk_timeout_floor_s, 3 * (2**19) / bandwidth)
+    # a sender silent for this long is banned; a reducer silent for twice this long fails the round
+    chunk = chunk_timeout(bandwidth, floor_s=cfg.chunk_timeout_floor_s)
     return dict(
         min_matchmaking_time=cfg.matchmaking_time_s,
         request_timeout=min(1.0, cfg.matchmaking_time_s / 2),  # hivemind: keep below matchmaking time
         allreduce_timeout=allreduce_timeout(payload_bytes, max_peers, bandwidth),
-        next_chunk_timeout=chunk_timeout,
+        next_chunk_timeout=chunk,
         bandwidth=bandwidth,
         declare_state_period=5.0,
     )

@@ -35,7 +35,7 @@ from node.codecs import ErrorFeedback, get_codec
 from node.data import ByteSampler, Corpus, evaluate_bpb
 from node.model import GPT
 from node.policies.schedule import is_behind
-from node.policies.timeouts import state_download_timeout
+from node.policies.timeouts import allreduce_timeout, chunk_timeout, state_download_timeout, update_link_estimate
 from node.state import GlobalState, load_checkpoint, save_checkpoint
 from node.swarm import SwarmHandles, averager_kwargs, make_tracker, run_prefix
 from protocol import RunManifest
@@ -168,7 +168,9 @@ class Trainer:
         )
         self.swarm.averager.state_sharing_priority = float(self.round)
         self.step_timeout = 3 * opts["min_matchmaking_time"] + 2
-        self.bandwidth = opts["bandwidth"]  # bytes/s: the slowest link the timeouts assume
+        self.bandwidth = opts["bandwidth"]  # bytes/s: the slowest link the timeouts assume (configured)
+        self.link_estimate: float | None = None  # bytes/s: what our all-reduces actually moved
+        self.matchmaking_s, self.chunk_floor_s = cfg.matchmaking_time_s, cfg.chunk_timeout_floor_s
 
     @property
     def state_hash(self) -> str:
@@ -304,7 +306,7 @@ class Trainer:
     # ---------------------------------------------------------------- averaging
     def _launch(self, tokens: int, pseudo: list[torch.Tensor]) -> _Launch:
         """Start the all-reduce of ``pseudo`` (weighted by ``tokens``); alone in the swarm, keep our own."""
-        if self.swarm.tracker.global_progress.num_peers <= 1:
+        if self.swarm.tracker.global_progress.num_peers <= 1 and not self._others_training():
             return _Launch(alone=pseudo)
         self.status = "averaging"
         residuals_before = None
@@ -326,6 +328,14 @@ class Trainer:
             logger.warning("round %d: could not start the all-reduce: %r", self.round, e)
             control = None
         return _Launch(control=control, residuals_before=residuals_before, failed=control is None, state_hash=self._snapshot.hash)
+
+    def _others_training(self) -> bool:
+        """A fresh look at the DHT: the tracker's cached view lags just after a peer joins, and a
+        node that wrongly believes it is alone steps on its own and forks the global state."""
+        found = self.swarm.dht.get(self.swarm.tracker.training_progress_key, latest=True)
+        if found is None or not isinstance(found.value, dict):
+            return False
+        return sum(1 for v in found.value.values() if getattr(v, "value", None) is not None) > 1
 
     def _land(self, launch: _Launch, round_: int) -> tuple[list[torch.Tensor] | None, list[tuple[str, int]]]:
         """Wait for a launched all-reduce: the averaged pseudo-gradient and the group's claims, or None."""
@@ -381,8 +391,11 @@ class Trainer:
             pseudo = [a - p.detach().to("cpu", torch.float32) for a, p in zip(self.anchor, self.model.parameters())]
         if not self.overlap:
             work.mark_bytes(self.swarm.averager.counters)
+            t_launch = time.perf_counter()
             work.launch = self._launch(work.tokens, pseudo)
             averaged, group = self._land(work.launch, work.round)
+            if averaged is not None and work.launch.control is not None:
+                self._measure_link(work, time.perf_counter() - t_launch - self.matchmaking_s)
             return self._finish(work, averaged, group)
         # overlap: land the all-reduce that ran behind this inner phase, then launch this round's
         finished = None
@@ -438,6 +451,19 @@ class Trainer:
             group=group, train_loss=work.loss if math.isfinite(work.loss) else None, val_bpb=val,
             state_hash=self._snapshot.hash, payload_bytes=self.payload_bytes,
         )
+
+    def _measure_link(self, work: _Work, seconds: float) -> None:
+        """Follow the measured all-reduce speed, and derive the timeouts from it (not from a guess)."""
+        moved = self.swarm.averager.counters.sent - work.sent0
+        estimate = update_link_estimate(self.link_estimate, moved, seconds)
+        if estimate is None or estimate == self.link_estimate:
+            return
+        self.link_estimate = estimate
+        # measurements only make the timeouts more patient: a slow link gets the time it needs, but a
+        # fast loopback round (or a lucky one) never shortens them below what the configured link implies
+        speed = min(estimate, self.bandwidth)
+        self.swarm.averager.set_timeouts(chunk_s=chunk_timeout(speed, floor_s=self.chunk_floor_s),
+                                         allreduce_s=allreduce_timeout(self.payload_bytes, 64, speed))
 
     def _drop_in_flight(self) -> None:
         """Overlap: before a download, wait out the all-reduce in flight (the averager's buffers are busy)."""

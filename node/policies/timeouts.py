@@ -2,11 +2,12 @@
 
 All-reduce traffic per peer is 2(N-1)/N x payload (hivemind's butterfly). The timeout is that
 transfer at the slowest known link, times a safety factor, plus a fixed floor for latency,
-matchmaking and CPU work.
+matchmaking and CPU work. The link speed starts as the configured guess and then follows what
+the node measures on its own all-reduces (``update_link_estimate``).
 """
 from __future__ import annotations
 
-__all__ = ["allreduce_bytes", "allreduce_timeout", "state_download_timeout"]
+__all__ = ["allreduce_bytes", "allreduce_timeout", "chunk_timeout", "state_download_timeout", "update_link_estimate"]
 
 
 def allreduce_bytes(payload_bytes: int, group_size: int) -> float:
@@ -36,3 +37,23 @@ def state_download_timeout(state_bytes: int, bandwidth_bytes_per_s: float, *, sa
     if bandwidth_bytes_per_s <= 0:
         return 600.0
     return floor_s + safety * state_bytes / bandwidth_bytes_per_s
+
+
+def update_link_estimate(previous: float | None, bytes_moved: int, seconds: float, *, alpha: float = 0.3,
+                         min_bytes: int = 1 << 20) -> float | None:
+    """Exponential moving average of the measured all-reduce speed in bytes/s.
+
+    A round that moved too little to time (below ``min_bytes``, or in no time) keeps the previous
+    estimate; the first measurement is taken as it is.
+    """
+    if bytes_moved < min_bytes or seconds <= 0:
+        return previous
+    measured = bytes_moved / seconds
+    return measured if previous is None else (1 - alpha) * previous + alpha * measured
+
+
+def chunk_timeout(bandwidth_bytes_per_s: float, *, part_bytes: int = 2**19, safety: float = 3.0, floor_s: float = 2.0) -> float:
+    """How long to wait for the next all-reduce part before banning a peer: a part at a third of the link."""
+    if bandwidth_bytes_per_s <= 0:
+        return 600.0
+    return max(floor_s, safety * part_bytes / bandwidth_bytes_per_s)

@@ -39,3 +39,14 @@ def test_allreduce_timeout_grows_with_payload_and_shrinks_with_bandwidth():
     assert allreduce_timeout(10**12, 4, 1.0) == 1800.0  # capped
     assert allreduce_timeout(0, 4, 1e6) == 5.0  # floor
     assert state_download_timeout(10**9, 12.5e6) > state_download_timeout(10**6, 12.5e6)
+
+
+def test_link_estimate_follows_measurements():
+    from node.policies.timeouts import chunk_timeout, update_link_estimate
+
+    assert update_link_estimate(None, 10 << 20, 2.0) == pytest.approx(5 * 2**20)
+    assert update_link_estimate(1e6, 100, 1.0) == 1e6, "a round too small to time keeps the estimate"
+    assert update_link_estimate(None, 10 << 20, 0.0) is None
+    slower = update_link_estimate(10e6, 10 << 20, 10.0)
+    assert 1e6 < slower < 10e6
+    assert chunk_timeout(1e9) == 2.0 and chunk_timeout(50e3) > chunk_timeout(300e3) > 2.0

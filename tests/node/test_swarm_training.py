@@ -3,7 +3,8 @@
 One scenario, three stages, because each stage needs the swarm the previous one built
 (starting a swarm costs ~15 s of a 2-core CI machine):
   1. three nodes train the tiny model: validation bits/byte falls well below its start on
-     every node, and after every outer step all nodes hold identical global parameters;
+     every node, and once all have joined, every outer step leaves them with identical global
+     parameters;
   2. a fourth node joins mid-run and holds the swarm's exact global parameters (same hash)
      before its first contribution;
   3. one node is ``kill -9``-ed (with its p2pd): the others complete later rounds within the
@@ -28,12 +29,17 @@ def test_swarm_trains_syncs_joiner_and_survives_kill(tmp_path):
         names = swarm.start(3)
 
         # --- 1. three nodes train together ------------------------------------------------
-        sts = wait_until(swarm, lambda s: len(s) == 3 and all(st["rounds"] >= 4 for st in s.values()), 180, "4 rounds on 3 nodes")
+        sts = wait_until(swarm, lambda s: len(s) == 3 and all(st["rounds"] >= 5 for st in s.values()), 180, "5 rounds on 3 nodes")
         for name in names:
             st = sts[name]
             assert st["final_val_bpb"] < 0.75 * st["initial_val_bpb"], f"{name} did not learn: {st['initial_val_bpb']} -> {st['final_val_bpb']}"
-        shared = common_hashes(sts, names)
-        assert len(shared) >= 3, f"too few rounds completed by all three nodes: {sorted(shared)}"
+        # node-1 starts alone and the others join while it trains: a round that raced a join can fork
+        # (a node that believed it was alone stepped on its own); the group's state hashes reveal it and
+        # the forked nodes download the reference state. From the round after everyone's first
+        # contribution on, every outer step must leave all nodes with identical parameters.
+        settled = max(sts[n]["first_contribution"] for n in names) + 1
+        shared = {r: h for r, h in common_hashes(sts, names).items() if int(r) > settled}
+        assert len(shared) >= 2, f"too few rounds completed by all three nodes after they settled: {sorted(shared)}"
         assert all(len(h) == 1 for h in shared.values()), f"global parameters differ between nodes: {shared}"
         assert all(sts[n]["bytes_sent"] > 0 and sts[n]["bytes_received"] > 0 for n in names)
 
