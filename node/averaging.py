@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from hivemind.averaging import DecentralizedAverager
 from hivemind.averaging.allreduce import AllreduceException, AllReduceRunner, AveragingMode
-from hivemind.averaging.partition import BannedException
+from hivemind.averaging.partition import BannedException, TensorPartContainer
 from hivemind.compression import CompressionBase, CompressionInfo, deserialize_torch_tensor
 from hivemind.proto import averaging_pb2, runtime_pb2
 from hivemind.utils import get_dht_time
@@ -127,16 +127,36 @@ class _CountingStub:
         return _count(stream, self._counters.add_received)
 
 
+def share_views(container: TensorPartContainer) -> list[list[torch.Tensor]]:
+    """Views, into the tensors being averaged, of every peer's share (call before any part is sent)."""
+    return [[part for part, _info in parts] for parts in container._input_parts_by_peer]
+
+
+def zero_failed_shares(views: list[list[torch.Tensor]], failed: set[int]) -> int:
+    """Zero the whole share of every failed reducer, in place; returns how many values were zeroed."""
+    zeroed = 0
+    for peer_index in sorted(failed):
+        for view in views[peer_index]:
+            view.zero_()
+            zeroed += view.numel()
+    return zeroed
+
+
 class ExactAverageRunner(AllReduceRunner):
     """Butterfly all-reduce whose reducers return averaged parts (not deltas); counts bytes."""
 
     def __init__(self, *, counters: ByteCounters, **kwargs: Any):
         super().__init__(**kwargs)
         self.counters = counters
-        # A reducer that dies mid-all-reduce: hivemind's container then fills its share with zeros
-        # (``return_deltas`` stays True). For us that share is a *zero pseudo-gradient*, the same on
-        # every survivor, so the round still counts and the replicas stay identical. (Filling it
-        # with each member's own part, hivemind's choice for averaged values, would make them differ.)
+        # A reducer that dies mid-all-reduce: its *whole* share becomes a zero pseudo-gradient on
+        # every survivor, so the round still counts and the replicas stay identical. hivemind's
+        # container only zeroes the parts not yet received (``return_deltas`` stays True), and
+        # survivors receive different numbers of parts before the reducer dies (a netns churn run
+        # saw 396,800 vs 396,544 zeroed values and forked states), so after the loop we zero the
+        # parts already received too. (Filling the share with each member's own part, hivemind's
+        # choice for averaged values, would make the replicas differ as well.)
+        self.share_views = share_views(self.tensor_part_container)
+        self.failed_reducers: set[int] = set()
 
     def _get_peer_stub(self, peer: Any) -> Any:
         return _CountingStub(super()._get_peer_stub(peer), self.counters)
@@ -185,6 +205,7 @@ class ExactAverageRunner(AllReduceRunner):
             if part_index != self.tensor_part_container.num_parts_by_peer[peer_index]:
                 raise AllreduceException(f"peer {peer_id} sent {part_index} parts, expected {self.tensor_part_container.num_parts_by_peer[peer_index]}")
         except BaseException:
+            self.failed_reducers.add(peer_index)
             self.tensor_part_container.register_failed_reducer(peer_index)
             raise
 
@@ -262,7 +283,8 @@ class PseudoGradientAverager(DecentralizedAverager):
             return
         async for tensor, averaged in azip(as_aiter(*tensors), runner):
             tensor.copy_(averaged)  # the average itself, bit-identical on every member
-        if runner.tensor_part_container.failed_size:
-            logger.warning("a reducer failed: %d values of this round's average are zero", runner.tensor_part_container.failed_size)
+        if runner.failed_reducers:
+            zeroed = zero_failed_shares(runner.share_views, runner.failed_reducers)
+            logger.warning("%d reducer(s) failed: %d values of this round's average are zero", len(runner.failed_reducers), zeroed)
         self.last_updated = get_dht_time()
         self._state_updated.set()
