@@ -38,10 +38,11 @@ logger = logging.getLogger(__name__)
 def run(args: argparse.Namespace, work: Path, algorithm: str, label: str) -> dict[str, Any]:
     n = args.nodes
     step_tokens = tokens_per_step(args.model)
-    hparams = (("target_batch", args.sync_target_batch),) if args.sync_target_batch else ()
+    hparams = (("target_batch", args.sync_target_batch),) if args.sync_target_batch and algorithm == "sync" else ()
+    matchmaking = args.sync_matchmaking_time_s if algorithm == "sync" and args.sync_matchmaking_time_s else args.matchmaking_time_s
     spec = SwarmSpec(run_id=f"versus-{label}-{int(time.time())}", round_tokens=args.steps_per_round * step_tokens * n,
                      model=args.model, codec=args.codec, algorithm=algorithm, bandwidth_mbps=args.cap or 100.0,
-                     matchmaking_time_s=args.matchmaking_time_s, max_seconds=args.run_seconds + 60, hparams=hparams)
+                     matchmaking_time_s=matchmaking, max_seconds=args.run_seconds + 60, hparams=hparams)
     bed = make_bed(n, loopback=args.loopback, up_mbit=args.cap, down_mbit=args.cap)
     with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work / label, spec) as swarm:
         t0 = time.monotonic()  # after the CPU lock: waiting for it is not the run's time
@@ -77,7 +78,7 @@ def summarize(runs: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
 
         reached = {alg: all(r["time_to_target_s"][key] is not None for r in runs if r["algorithm"] == alg) for alg in (a, b)}
         ta, tb = quantiles(times(a)), quantiles(times(b))
-        speedup = tb["median"] / ta["median"] if ta and tb and ta["median"] > 0 and reached[a] else None
+        speedup = tb["median"] / ta["median"] if a != b and ta and tb and ta["median"] > 0 and reached[a] else None
         out["targets"][key] = {"time_a": ta, "time_b": tb, "a_all_reached": reached[a], "b_all_reached": reached[b],
                                "speedup_a_over_b": speedup, "speedup_is_lower_bound": not reached[b]}
     return out
@@ -111,12 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--cap", type=float, default=20.0, help="Mbit/s up and down (ignored with --loopback)")
     p.add_argument("--codec", default="fp16")
-    p.add_argument("--algorithms", nargs=2, default=["diloco", "sync"], metavar=("A", "B"))
+    p.add_argument("--algorithms", nargs="+", default=["diloco", "sync"], metavar="ALG",
+                   help="A B (alternated A B A B ...), or one algorithm alone (a tuning sweep: no speed-up)")
     p.add_argument("--target-bpb", type=float, nargs="+", default=[5.0, 4.5, 4.0, 3.6],
                    help="validation bits per byte to reach (several: one time each; a run stops at the lowest)")
     p.add_argument("--steps-per-round", type=int, default=20, help="DiLoCo inner steps per node per round (H)")
     p.add_argument("--sync-target-batch", type=int, default=None, help="sync: samples per global step (manifest default 256)")
     p.add_argument("--matchmaking-time-s", type=float, default=3.0)
+    p.add_argument("--sync-matchmaking-time-s", type=float, default=None, help="sync only (default: --matchmaking-time-s)")
     p.add_argument("--repeats", type=int, default=2, help="A B pairs")
     p.add_argument("--run-seconds", type=float, default=170.0)
     return p
@@ -129,12 +132,15 @@ def main(argv: list[str]) -> int:
     if (why := check_testbed(args)) is not None:
         print(f"error: {why}")
         return 2
-    a, b = args.algorithms
+    if len(args.algorithms) not in (1, 2):
+        print("error: --algorithms takes one or two names")
+        return 2
+    a, b = args.algorithms[0], args.algorithms[-1]
     fp = fingerprint(manifest_seed=0, sampler_seed="run_id + peer_id", run_ids="versus-<label>-<unix time>")
     runs = []
     with workdir(args, "versus") as work:
         for k in range(args.repeats):
-            for alg in (a, b):
+            for alg in dict.fromkeys((a, b)):
                 runs.append(run(args, work, alg, f"{alg}-{k + 1}"))
     result = {"suite": "versus", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "fingerprint": fp.finish(), "runs": runs, "summary": summarize(runs, a, b)}
