@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 def run(args: argparse.Namespace, work: Path, algorithm: str, label: str) -> dict[str, Any]:
     n = args.nodes
     step_tokens = tokens_per_step(args.model)
-    hparams = (("target_batch", args.sync_target_batch),) if args.sync_target_batch and algorithm == "sync" else ()
+    hparams: tuple[tuple[str, object], ...] = ()
+    if algorithm == "sync":
+        hparams = tuple((k, v) for k, v in (("target_batch", args.sync_target_batch), ("inner_lr", args.sync_lr)) if v)
     matchmaking = args.sync_matchmaking_time_s if algorithm == "sync" and args.sync_matchmaking_time_s else args.matchmaking_time_s
     spec = SwarmSpec(run_id=f"versus-{label}-{int(time.time())}", round_tokens=args.steps_per_round * step_tokens * n,
                      model=args.model, codec=args.codec, algorithm=algorithm, bandwidth_mbps=args.cap or 100.0,
@@ -118,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation bits per byte to reach (several: one time each; a run stops at the lowest)")
     p.add_argument("--steps-per-round", type=int, default=20, help="DiLoCo inner steps per node per round (H)")
     p.add_argument("--sync-target-batch", type=int, default=None, help="sync: samples per global step (manifest default 256)")
+    p.add_argument("--sync-lr", type=float, default=None, help="sync: AdamW learning rate (manifest default: inner_lr, 1e-3)")
     p.add_argument("--matchmaking-time-s", type=float, default=3.0)
     p.add_argument("--sync-matchmaking-time-s", type=float, default=None, help="sync only (default: --matchmaking-time-s)")
     p.add_argument("--repeats", type=int, default=2, help="A B pairs")
