@@ -7,21 +7,25 @@ What lives here (add new shared fixtures below, one section each, with a docstri
   autouse fixtures reap them: ``_reap_leaked_processes`` after every test (kills what the test
   started and left running, and warns with their names) and ``_reap_all_descendants`` once
   at session end (kills every descendant of this pytest process, whoever started it);
-- ``tmp_identity``: a fresh Ed25519 identity saved as a libp2p key file under ``tmp_path``.
+- ``tmp_identity``: a fresh Ed25519 identity saved as a libp2p key file under ``tmp_path``;
+- ``read_png``: checks that a plot is a real PNG of the expected size and reads its pixels back.
 
 Environment: ``OMP_NUM_THREADS=1`` is set before any test module imports torch, so that
 tests on small shared machines do not oversubscribe the cores.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
+import struct
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported anywhere
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -119,3 +123,43 @@ def tmp_identity(tmp_path: Path) -> tuple[Identity, Path]:
     path = tmp_path / "identity.key"
     identity.save(path)
     return identity, path
+
+
+# --- PNG plots ---------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class Png:
+    """A PNG's pixels as matplotlib reads them back: rows of RGBA floats in [0, 1]."""
+
+    def __init__(self, pixels: Any) -> None:
+        self.pixels = pixels
+
+    def count(self, color: str, tolerance: float = 0.04) -> int:
+        """How many pixels are ``color`` (``#rrggbb``, opaque) within ``tolerance`` per channel."""
+        import numpy as np
+
+        rgb = np.array([int(color[k:k + 2], 16) / 255 for k in (1, 3, 5)])
+        close = np.abs(self.pixels[:, :, :3] - rgb).max(axis=2) <= tolerance
+        return int((close & (self.pixels[:, :, 3] > 0.99)).sum())
+
+
+@pytest.fixture
+def read_png() -> Callable[[Path | bytes, int, int], Png]:
+    """``read_png(path_or_bytes, width, height)``: asserts the PNG signature, a size above that of an
+    empty figure (~1.6 KB), ``width`` x ``height`` in the header and in the pixels matplotlib decodes,
+    and more than one colour; returns the pixels."""
+    import matplotlib.image  # only the tests that read plots import matplotlib
+
+    def read(png: Path | bytes, width: int, height: int) -> Png:
+        data = png if isinstance(png, bytes) else png.read_bytes()
+        assert data[:8] == PNG_SIGNATURE, data[:16]
+        assert len(data) > 4000, len(data)
+        assert data[12:16] == b"IHDR" and struct.unpack(">II", data[16:24]) == (width, height)
+        pixels = matplotlib.image.imread(io.BytesIO(data), format="png")
+        assert pixels.shape == (height, width, 4)
+        assert pixels[:, :, :3].std() > 0.01  # something is drawn
+        return Png(pixels)
+
+    return read
