@@ -18,7 +18,7 @@ Map of this package::
     run.py          simulate(cfg) -> Result: sampling, summary (conservation of tokens included)
     scenarios.py    named scenarios -> SimConfig (volunteers, spot, flash crowd, mass leave, codecs, loopback4)
     calibration.py  predict a real `swarm demo` run and report the relative errors
-    svg.py          hand-written SVG line charts (no matplotlib)
+    plots.py        PNG line charts with matplotlib (imported only when plots are written)
     report.py       sim.json and the plots
     cli.py          `swarm sim` / `python -m sim`
 
@@ -36,8 +36,9 @@ failures, downloads, leaves); ties pop in insertion order; every state change go
 trace. Same seed, same hash (tested).
 
 Allowed imports: the standard library, ``protocol``, ``node.policies``, ``coordinator.cost`` and
-``coordinator.states``. Never torch, hivemind, aiohttp or libp2p, nor any other module of ``node``
-or ``coordinator`` (import-linter contracts in pyproject.toml).
+``coordinator.states``; matplotlib in ``plots.py`` only, imported when plots are written. Never
+torch, hivemind, aiohttp or libp2p, nor any other module of ``node`` or ``coordinator``
+(import-linter contracts in pyproject.toml), nor ``benchmarks``.
 """
 from .config import Distribution, LinkProfile, MassLeave, Population, RoundProtocol, SimConfig
 from .run import Result, simulate

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", type=int, help="node identities (default: the scenario's)")
     p.add_argument("--hours", type=float, help="simulated hours (default: the scenario's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="write sim.json and the SVG plots here")
+    p.add_argument("--out", type=Path, help="write sim.json and the PNG plots here")
     p.add_argument("--no-plots", action="store_true", help="JSON only")
     tune = p.add_argument_group("overrides of the scenario")
     tune.add_argument("--codec", choices=list(CODECS))

@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 from sim.cli import build_parser, main
+from sim.plots import COLORS
 from sim.report import PLOTS
 from sim.scenarios import SCENARIOS
 
 
-def test_cli_writes_json_and_plots(tmp_path, capsys):
+def test_cli_writes_json_and_plots(tmp_path, capsys, read_png):
     out = tmp_path / "run"
     assert main(["--scenario", "volunteers", "--peers", "40", "--hours", "3", "--seed", "5", "--out", str(out)]) == 0
     assert "volunteers: 40 peers" in capsys.readouterr().out
@@ -20,9 +20,11 @@ def test_cli_writes_json_and_plots(tmp_path, capsys):
     assert data["config"]["seed"] == 5 and data["summary"]["peers"]["identities"] == 40
     lengths = {len(v) for v in data["series"].values()}
     assert lengths == {3 * 6 + 1}  # a row every 10 min and one at the end
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(PLOTS)
     for name in PLOTS:
-        root = ET.fromstring((out / name).read_text())
-        assert root.tag.endswith("svg") and root.findall(".//{http://www.w3.org/2000/svg}polyline")
+        png = read_png(out / name, 640, 300)
+        assert png.count(COLORS[0]) > 150, name  # the first series' line, not only its legend entry (~60 px)
+    assert read_png(out / "peers.png", 640, 300).count(COLORS[1]) > 150  # online and computing
 
 
 def test_overrides_reach_the_config(tmp_path):
@@ -37,7 +39,7 @@ def test_overrides_reach_the_config(tmp_path):
                                              "assumed_bandwidth_mbps")} == {
         "grouping": "bandwidth", "round_tokens": 12345, "target_group_size": 8, "straggler_policy": "ban",
         "assumed_bandwidth_mbps": 7.0}
-    assert not (out / "peers.svg").exists()
+    assert list(out.glob("*.png")) == []
 
 
 def test_calibrate_entry(tmp_path, capsys, demo_report_path):
