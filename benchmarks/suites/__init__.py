@@ -4,7 +4,7 @@ Map of this package (each suite module exposes ``main(argv) -> int``; docs/bench
 
     harness.py      BenchSwarm (coordinator + ``swarm join`` nodes in a testbed, ledger reports, counter
                     samples), the CPU lock, the run fingerprint, output files, shared flags
-    charts.py       small SVG bar and line charts (no matplotlib)
+    charts.py       bar and line charts as PNG bytes (matplotlib, Agg)
     bytes.py        wire and payload bytes per peer per round vs 2(N-1)/N x compressed payload, every codec
     allreduce.py    all-reduce efficiency: bound time / measured time at tbf caps of 5-100 Mbit/s
     utilization.py  compute utilization of a swarm vs its no-communication twin (one node alone)
@@ -12,7 +12,7 @@ Map of this package (each suite module exposes ``main(argv) -> int``; docs/bench
     churn.py        kill a peer in the inner phase and mid-all-reduce, restart it: stall, excursion, catch-up
 
 ``bench clean`` removes leftover ``csw-`` namespaces (:func:`benchmarks.netns.clean`).
-Imports: ``benchmarks.netns``, ``node`` (config, manifests, codecs) and ``protocol``; the nodes
+Imports: ``benchmarks.netns``, ``node`` (config, manifests, codecs), ``protocol`` and matplotlib; the nodes
 themselves run as separate ``python -m node join`` processes.
 """
 from __future__ import annotations

@@ -160,7 +160,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def charts(result: dict[str, Any]) -> dict[str, str]:
+def charts(result: dict[str, Any]) -> dict[str, bytes]:
     pts = [(c["cap_mbit"], c["efficiency"]["median"]) for c in result["cells"] if c["efficiency"]]
     lo = [(c["cap_mbit"], c["efficiency"]["min"]) for c in result["cells"] if c["efficiency"]]
     if not pts:

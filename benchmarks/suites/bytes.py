@@ -137,7 +137,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def charts(result: dict[str, Any]) -> dict[str, str]:
+def charts(result: dict[str, Any]) -> dict[str, bytes]:
     cells = result["cells"]
     codecs = list(dict.fromkeys(c["codec"] for c in cells))
     ns = sorted({c["nodes"] for c in cells})

@@ -1,119 +1,118 @@
-"""Small self-contained SVG charts (matplotlib is not installed here): grouped bars and lines.
+"""Benchmark charts as PNG bytes, drawn by matplotlib's Agg renderer (no display, no pyplot): grouped
+bars and lines, each with a title, a subtitle, an optional dashed reference line (a bound or a
+target) and a legend when there is more than one series.
 
-Deterministic output, escaped text, an optional dashed reference line (a bound or a target).
+``width`` x ``height`` are the PNG's pixels. Every chart is drawn in matplotlib's default style,
+whatever a local matplotlibrc says, and the PNG carries no metadata (no software version, no
+time), so the same figures give the same bytes on one installation. ``harness.write_outputs``
+writes them as ``<suite>-<name>.png``; ``benchmarks.quality`` draws its curves with
+:func:`line_chart` too.
 """
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Callable, Sequence
-from xml.sax.saxutils import escape
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 
-__all__ = ["bar_chart", "line_chart"]
+import matplotlib.style
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
-COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 56, 48
+__all__ = ["COLORS", "bar_chart", "line_chart"]
 
-
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + (abs(lo) or 1.0)
-    raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    start = math.floor(lo / step) * step
-    n = math.ceil((hi - start) / step - 1e-9)
-    return [round(start + k * step, 12) for k in range(n + 1)]
+COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#ca8a04", "#db2777")
+DPI = 100
+LEGEND_INSIDE_MAX = 3  # more series than this: the legend goes to the right of the plot
 
 
-def _frame(title: str, subtitle: str, width: int, height: int, y_ticks: list[float], y_label: str,
-           py: Callable[[float], float]) -> list[str]:
-    pw = width - LEFT - RIGHT
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           'font-family="system-ui, sans-serif" font-size="11">',
-           f'<rect width="{width}" height="{height}" fill="#fff"/>',
-           f'<text x="{LEFT}" y="18" font-size="14" font-weight="600" fill="#111">{escape(title)}</text>',
-           f'<text x="{LEFT}" y="34" fill="#666">{escape(subtitle)}</text>']
-    for v in y_ticks:
-        out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#e5e7eb"/>')
-        out.append(f'<text x="{LEFT - 6}" y="{py(v) + 4:.1f}" text-anchor="end" fill="#555">{v:g}</text>')
-    if y_label:
-        out.append(f'<text transform="translate(14 {(TOP + height - BOTTOM) / 2}) rotate(-90)" text-anchor="middle" '
-                   f'fill="#333">{escape(y_label)}</text>')
-    return out
+@contextmanager
+def _chart(title: str, subtitle: str, width: int, height: int) -> Iterator[tuple[Figure, Axes]]:
+    """A figure of ``width`` x ``height`` pixels with one plot, in matplotlib's default style."""
+    # rcParams are read while drawing too: render inside. "$" in a label is a dollar, not math
+    with matplotlib.style.context(["default", {"text.parse_math": False}]):
+        fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        fig.suptitle(title, fontweight="bold")
+        if subtitle:
+            ax.set_title(subtitle, fontsize="small", color="#555")
+        ax.grid(axis="y", color="#e5e7eb")
+        ax.set_axisbelow(True)
+        yield fig, ax
 
 
-def _legend(names: Sequence[str]) -> list[str]:
-    out, x = [], LEFT
-    for k, name in enumerate(names):
-        color = COLORS[k % len(COLORS)]
-        out.append(f'<rect x="{x}" y="{TOP - 14}" width="10" height="10" fill="{color}"/>')
-        out.append(f'<text x="{x + 14}" y="{TOP - 5}" fill="#333">{escape(name)}</text>')
-        x += 24 + 6 * len(name)
-    return out
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
 
 
-def _ref(ref: float | None, py: Callable[[float], float], width: int) -> list[str]:
-    if ref is None:
-        return []
-    return [f'<line x1="{LEFT}" x2="{width - RIGHT}" y1="{py(ref):.1f}" y2="{py(ref):.1f}" stroke="#111" '
-            'stroke-dasharray="4 3"/>']
+def _finish(ax: Axes, *, x_label: str, y_label: str, ref: float | None, legend: bool) -> None:
+    """The reference line, axis labels and legend; call it before fixing the y limits (the line counts)."""
+    if ref is not None:
+        ax.axhline(ref, color="#111", linestyle=(0, (4, 3)), linewidth=1)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if legend and len(ax.get_legend_handles_labels()[1]) > LEGEND_INSIDE_MAX:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    elif legend:
+        ax.legend(fontsize="small")
+
+
+def _compact(axis: Axis, values: Sequence[float]) -> None:
+    """Tick labels 20k, 3M, 1.5G once the numbers get long."""
+    if max(map(abs, values), default=0.0) >= 1e4:
+        axis.set_major_formatter(EngFormatter(sep=""))
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
 
 
 def bar_chart(title: str, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *,
-              subtitle: str = "", y_label: str = "", ref: float | None = None, width: int = 640, height: int = 300) -> str:
-    """One cluster of bars per group, one bar per series; None leaves a gap."""
-    values = [v for _, vs in series for v in vs if v is not None and math.isfinite(v)] + ([ref] if ref is not None else [])
-    y_ticks = _ticks(0.0, max(values, default=1.0))
-    pw, ph = width - LEFT - RIGHT, height - TOP - BOTTOM
-
-    def py(y: float) -> float:
-        return TOP + ph - y / y_ticks[-1] * ph
-
-    out = _frame(title, subtitle, width, height, y_ticks, y_label, py)
-    slot = pw / max(1, len(groups))
-    bar = slot * 0.8 / max(1, len(series))
-    for g, group in enumerate(groups):
-        x0 = LEFT + g * slot + slot * 0.1
-        for k, (_, vs) in enumerate(series):
-            v = vs[g] if g < len(vs) else None
-            if v is None or not math.isfinite(v):
-                continue
-            out.append(f'<rect x="{x0 + k * bar:.1f}" y="{py(v):.1f}" width="{bar * 0.9:.1f}" height="{TOP + ph - py(v):.1f}" '
-                       f'fill="{COLORS[k % len(COLORS)]}"><title>{escape(f"{group} {series[k][0]}: {v:.4g}")}</title></rect>')
-        out.append(f'<text x="{LEFT + (g + 0.5) * slot:.1f}" y="{TOP + ph + 16}" text-anchor="middle" fill="#333">{escape(group)}</text>')
-    out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    out += _ref(ref, py, width) + (_legend([n for n, _ in series]) if len(series) > 1 else [])
-    return "\n".join(out + ["</svg>"]) + "\n"
+              subtitle: str = "", y_label: str = "", ref: float | None = None, width: int = 640, height: int = 300) -> bytes:
+    """One cluster of bars per group, one bar per series; None leaves a gap. The y axis starts at 0."""
+    with _chart(title, subtitle, width, height) as (fig, ax):
+        slot = 0.8 / max(1, len(series))
+        for k, (name, values) in enumerate(series):
+            bars = [(g + (k + 0.5) * slot - 0.4, v) for g, v in enumerate(values[: len(groups)]) if _finite(v)]
+            ax.bar([x for x, _ in bars], [v for _, v in bars], width=slot * 0.9, color=COLORS[k % len(COLORS)], label=name)
+        ax.set_xticks(range(len(groups)), groups, rotation=30 if len(groups) > 5 else 0,
+                      ha="right" if len(groups) > 5 else "center")
+        ax.set_xlim(-0.5, len(groups) - 0.5)
+        _compact(ax.yaxis, [v for _, vs in series for v in vs if _finite(v)])
+        _finish(ax, x_label="", y_label=y_label, ref=ref, legend=len(series) > 1)
+        ax.set_ylim(bottom=0.0)
+        return _png(fig)
 
 
 def line_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, subtitle: str = "",
                x_label: str = "", y_label: str = "", ref: float | None = None, width: int = 640, height: int = 300,
-               y_zero: bool = True) -> str:
-    """Named series of (x, y) points, each drawn as a polyline with dots."""
-    pts = [p for _, ps in series for p in ps if math.isfinite(p[1])]
-    ys = [y for _, y in pts] + ([ref] if ref is not None else [])
-    y_ticks = _ticks(0.0 if y_zero else min(ys, default=0.0), max(ys, default=1.0))
-    x_ticks = _ticks(min((x for x, _ in pts), default=0.0), max((x for x, _ in pts), default=1.0))
-    pw, ph = width - LEFT - RIGHT, height - TOP - BOTTOM
-
-    def px(x: float) -> float:
-        return LEFT + (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * pw
-
-    def py(y: float) -> float:
-        return TOP + ph - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * ph
-
-    out = _frame(title, subtitle, width, height, y_ticks, y_label, py)
-    for v in x_ticks:
-        out.append(f'<text x="{px(v):.1f}" y="{TOP + ph + 16}" text-anchor="middle" fill="#555">{v:g}</text>')
-    out.append(f'<text x="{LEFT + pw / 2}" y="{height - 10}" text-anchor="middle" fill="#333">{escape(x_label)}</text>')
-    for k, (_, ps) in enumerate(series):
-        color = COLORS[k % len(COLORS)]
-        coords = [f"{px(x):.1f},{py(y):.1f}" for x, y in ps if math.isfinite(y)]
-        if len(coords) > 1:
-            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{" ".join(coords)}"/>')
-        for c in coords:
-            cx, cy = c.split(",")
-            out.append(f'<circle cx="{cx}" cy="{cy}" r="2.2" fill="{color}"/>')
-    out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    out += _ref(ref, py, width) + (_legend([n for n, _ in series]) if len(series) > 1 else [])
-    return "\n".join(out + ["</svg>"]) + "\n"
+               y_zero: bool = True, y_range: tuple[float, float] | None = None, dashed: Collection[str] = (),
+               markers: bool = True) -> bytes:
+    """Named series of (x, y) points, each a line through its finite points (with dots unless ``markers``
+    is False). ``y_zero``: the y axis starts at 0; ``y_range``: the y axis shows that range (plus a
+    margin) and lines leaving it are clipped; series named in ``dashed`` are drawn dashed (references)."""
+    with _chart(title, subtitle, width, height) as (fig, ax):
+        xs: list[float] = []
+        ys: list[float] = []
+        for k, (name, points) in enumerate(series):
+            pts = [(x, y) for x, y in points if _finite(y)]
+            xs += [x for x, _ in pts]
+            ys += [y for _, y in pts]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], color=COLORS[k % len(COLORS)], linewidth=1.5,
+                    linestyle="--" if name in dashed else "-", marker="o" if markers else "", markersize=3, label=name)
+        _compact(ax.xaxis, xs)
+        _compact(ax.yaxis, ys)
+        _finish(ax, x_label=x_label, y_label=y_label, ref=ref, legend=len(series) > 1)
+        if y_range is not None:
+            lo, hi = y_range
+            pad = 0.05 * (hi - lo) or 1.0
+            ax.set_ylim(lo - pad, hi + pad)
+        elif y_zero:
+            ax.set_ylim(bottom=0.0)
+        return _png(fig)

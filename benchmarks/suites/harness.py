@@ -7,7 +7,7 @@ wall seconds, payload bytes, group size) without adding anything to node code. A
 records every node's layer-2 byte counters (netns mode) several times a second.
 
 Also here: the CPU lock every swarm run takes (``/tmp/capaswarm-cpu.lock``, shared with other
-users of this machine), the run fingerprint, and writing a suite's JSON / markdown / SVG files.
+users of this machine), the run fingerprint, and writing a suite's JSON / markdown / PNG files.
 """
 from __future__ import annotations
 
@@ -413,15 +413,16 @@ def fingerprint(**seeds: Any) -> Fingerprint:
     return Fingerprint(seeds=dict(seeds))
 
 
-def write_outputs(out: Path, name: str, result: dict[str, Any], markdown: str, charts: dict[str, str]) -> list[Path]:
-    """``<name>.json``, ``<name>.md`` and ``<name>-<chart>.svg`` under ``out``; returns the paths."""
+def write_outputs(out: Path, name: str, result: dict[str, Any], markdown: str, charts: dict[str, bytes]) -> list[Path]:
+    """``<name>.json``, ``<name>.md`` and ``<name>-<chart>.png`` (PNG bytes from ``charts.py``) under
+    ``out``; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.json", out / f"{name}.md"]
     paths[0].write_text(json.dumps(result, indent=1, default=str) + "\n")
     paths[1].write_text(markdown)
-    for chart, svg in charts.items():
-        path = out / f"{name}-{chart}.svg"
-        path.write_text(svg)
+    for chart, png in charts.items():
+        path = out / f"{name}-{chart}.png"
+        path.write_bytes(png)
         paths.append(path)
     return paths
 
@@ -432,7 +433,7 @@ def write_outputs(out: Path, name: str, result: dict[str, Any], markdown: str, c
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The flags every suite takes."""
     p = argparse.ArgumentParser(prog=f"swarm bench {prog}", description=description)
-    p.add_argument("--out", type=Path, required=True, help="directory for the JSON, markdown and SVG files")
+    p.add_argument("--out", type=Path, required=True, help="directory for the JSON, markdown and PNG files")
     p.add_argument("--loopback", action="store_true",
                    help="run on 127.0.0.1 with no namespaces and no shaping (bytes from reports only); no root needed")
     p.add_argument("--model", default="tiny", help="model preset (tiny | small)")
