@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.suites.charts import line_chart
 from node.averaging import WireCodec, make_codec
 from node.codecs import CODECS, ErrorFeedback, quantize_roundtrip
 from node.data import ByteSampler, Corpus, evaluate_bpb, load_corpus
@@ -383,77 +384,29 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 
 DELTA_SCALE_PCT = 25.0
-COLORS = ("#111827", "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777")
-
-
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + (abs(lo) or 1.0)
-    raw = (hi - lo) / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    return [round(v * step, 12) for v in range(math.floor(lo / step), math.ceil(hi / step) + 1)]
-
-
-def svg_chart(title: str, x_label: str, y_label: str, series: list[tuple[str, list[float], list[float]]],
-              y_range: tuple[float, float] | None = None, width: int = 720, height: int = 380) -> str:
-    """A self-contained SVG line chart: axes with round ticks, one polyline per series, a legend.
-    The first series is drawn dashed (the reference); lines are clipped to ``y_range`` when given."""
-    from xml.sax.saxutils import escape
-
-    left, right, top, bottom = 64, 170, 36, 44
-    xs = [x for _, sx, _ in series for x in sx]
-    ys = [y for _, _, sy in series for y in sy]
-    xt, yt = _ticks(min(xs), max(xs)), _ticks(*(y_range or (min(ys), max(ys))))
-    pw, ph = width - left - right, height - top - bottom
-
-    def px(x: float) -> float:
-        return left + (x - xt[0]) / (xt[-1] - xt[0]) * pw
-
-    def py(y: float) -> float:
-        return top + ph - (y - yt[0]) / (yt[-1] - yt[0]) * ph
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           'font-family="system-ui, sans-serif" font-size="11">',
-           f'<rect width="{width}" height="{height}" fill="#fff"/>',
-           f'<clipPath id="plot"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath>',
-           f'<text x="{left}" y="20" font-size="14" font-weight="600">{escape(title)}</text>']
-    for v in yt:
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="#e5e7eb"/>')
-        out.append(f'<text x="{left - 6}" y="{py(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    for v in xt:
-        out.append(f'<text x="{px(v):.1f}" y="{top + ph + 16}" text-anchor="middle">{v / 1e6:g}M</text>')
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
-    out.append(f'<text transform="translate(16 {top + ph / 2}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>')
-    for n, (name, sx, sy) in enumerate(series):
-        color, dash = COLORS[n % len(COLORS)], ' stroke-dasharray="6 4"' if n == 0 else ""
-        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(sx, sy))
-        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6"{dash} clip-path="url(#plot)" points="{points}"/>')
-        ly = top + 14 + 18 * n
-        out.append(f'<line x1="{left + pw + 12}" x2="{left + pw + 36}" y1="{ly - 4}" y2="{ly - 4}" stroke="{color}" '
-                   f'stroke-width="2"{dash}/>')
-        out.append(f'<text x="{left + pw + 42}" y="{ly}">{escape(name)}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
 
 
 def write_plots(report: dict[str, Any], out: Path) -> None:
-    """quality_bpb.svg: val bpb against tokens (from the first round: the start is 8 bpb for all);
-    quality_delta.svg: the same relative to uncompressed DiLoCo, in %."""
+    """quality_bpb.png: val bpb against tokens (from the first round: the start is 8 bpb for all);
+    quality_delta.png: the same relative to uncompressed DiLoCo, in %. The first curve (the
+    data-parallel baseline when it ran) is drawn dashed."""
     runs = report["runs"]
     names = ["baseline", *[n for n in runs if n != "baseline"]] if "baseline" in runs else list(runs)
     label = {"baseline": "DP baseline", "none": "DiLoCo none"}
     curves = [(label.get(n, n), runs[n]["tokens"][1:], runs[n]["val_bpb"][1:]) for n in names]
-    (out / "quality_bpb.svg").write_text(svg_chart("Validation bits per byte at equal tokens", "tokens", "bits per byte", curves))
+    style = dict(x_label="tokens", width=720, height=380, y_zero=False, markers=False)
+    (out / "quality_bpb.png").write_bytes(line_chart(
+        "Validation bits per byte at equal tokens", [(name, list(zip(xs, ys))) for name, xs, ys in curves],
+        y_label="bits per byte", dashed={curves[0][0]}, **style))
     if "none" in runs:
         ref = runs["none"]["val_bpb"][1:]
         deltas = [(name, xs, [_pct(y, r) for y, r in zip(ys, ref)]) for name, xs, ys in curves]
         # the scale follows the curves within +-DELTA_SCALE_PCT; a codec that fails by far more is drawn clipped
         near = [y for _, _, ys in deltas if max(map(abs, ys)) <= DELTA_SCALE_PCT for y in ys] or [0.0]
         deltas = [(name if max(map(abs, ys)) <= DELTA_SCALE_PCT else f"{name} (off scale)", xs, ys) for name, xs, ys in deltas]
-        (out / "quality_delta.svg").write_text(svg_chart(
-            "Val bpb relative to uncompressed DiLoCo", "tokens", "% vs DiLoCo none", deltas, y_range=(min(near), max(near))))
+        (out / "quality_delta.png").write_bytes(line_chart(
+            "Val bpb relative to uncompressed DiLoCo", [(name, list(zip(xs, ys))) for name, xs, ys in deltas],
+            y_label="% vs DiLoCo none", y_range=(min(near), max(near)), dashed={deltas[0][0]}, **style))
 
 
 # ------------------------------------------------------------------------------------ running it all
@@ -485,7 +438,7 @@ def run_all(cfg: QualityConfig, corpus: Corpus, codecs: list[str], jobs: int = 1
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm bench quality", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench-out/quality"), help="folder for quality.json, .md and .svg")
+    parser.add_argument("--out", type=Path, default=Path("bench-out/quality"), help="folder for quality.json, .md and .png")
     parser.add_argument("--replicas", type=int, default=4, help="k, DiLoCo replicas (the baseline's batch is k x B)")
     parser.add_argument("--rounds", type=int, default=12, help="outer steps")
     parser.add_argument("--inner-steps", type=int, default=125, help="H, inner steps per replica and round")

@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import quality
 from benchmarks.quality import QualityConfig, all_reduce, build_parser, config_from_args, main, deterministic, run_baseline, run_diloco
+from benchmarks.suites.charts import COLORS
 from node.averaging import make_codec
 from node.codecs import quantize_roundtrip
 from node.data import Corpus, stdlib_root
@@ -112,7 +113,7 @@ def test_all_reduce_members_receive_the_downlink_codes():
     assert nnz == exact_nnz > 3.5 * max(sum(int(torch.count_nonzero(t)) for t in x) for x in sent)  # ~the union of supports
 
 
-def test_command_writes_json_table_and_plots(tmp_path, capsys, monkeypatch, corpus):
+def test_command_writes_json_table_and_plots(tmp_path, capsys, monkeypatch, corpus, read_png):
     monkeypatch.setattr(quality, "load_corpus", lambda: corpus)
     out = tmp_path / "q"
     argv = ["--out", str(out), "--model", "micro", "--replicas", "2", "--inner-steps", "2", "--rounds", "2",
@@ -126,9 +127,11 @@ def test_command_writes_json_table_and_plots(tmp_path, capsys, monkeypatch, corp
     assert rows["none"]["reduction_vs_dp"] == pytest.approx(2, rel=0.01)
     assert rows["q2ef"]["reduction_vs_dp"] == pytest.approx(2 * 4 / (2 / 8 + 2 / 128), rel=0.01)
     assert "| q2ef |" in capsys.readouterr().out and "| q2ef |" in (out / "quality.md").read_text()
-    for name, series in (("quality_bpb.svg", 3), ("quality_delta.svg", 3)):
-        svg = (out / name).read_text()
-        assert svg.startswith("<svg") and svg.count("<polyline") == series
+    for name in ("quality_bpb.png", "quality_delta.png"):
+        png = read_png(out / name, 720, 380)
+        # three curves (baseline, none, q2ef): their colours cover more than a legend entry (~60 px); no fourth
+        assert min(png.count(c) for c in COLORS[:3]) > 150, [png.count(c) for c in COLORS[:4]]
+        assert png.count(COLORS[3]) == 0
 
 
 def test_cli_surface_and_token_budget():
