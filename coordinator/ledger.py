@@ -30,6 +30,7 @@ __all__ = [
     "Reject",
     "TokenBucket",
     "check_message",
+    "check_times",
     "classify_replay",
     "cross_check",
     "display_name",
@@ -46,6 +47,7 @@ REASON_STATUS: dict[str, int] = {
     "wrong_run": 422,
     "stale": 422,
     "from_future": 422,
+    "implausible": 422,
     "replay_conflict": 409,
     "rate_limited": 429,
 }
@@ -89,6 +91,17 @@ def check_message(
         raise Reject("stale", f"sent {now - message.sent_at:.0f} s ago, older than {max_age_s:.0f} s", message.peer_id)
     if message.sent_at > now + max_future_s:
         raise Reject("from_future", f"sent_at is {message.sent_at - now:.0f} s ahead of our clock", message.peer_id)
+    if isinstance(message, ContributionReport):
+        check_times(message)
+
+
+def check_times(r: ContributionReport) -> None:
+    """Durations a round can have: none negative, compute and waiting inside the round's wall time."""
+    if min(r.compute_s, r.wall_s, r.blocked_s or 0.0) < 0:
+        raise Reject("implausible", "negative duration", r.peer_id)
+    slack = 1e-3 + 1e-6 * r.wall_s  # rounding in the reporter
+    if r.blocked_s is not None and r.blocked_s > r.wall_s + slack:
+        raise Reject("implausible", f"blocked_s {r.blocked_s:.3f} exceeds wall_s {r.wall_s:.3f}", r.peer_id)
 
 
 def classify_replay(stored_digest: bytes | None, digest: bytes) -> str:

@@ -70,6 +70,8 @@ def _peer(row: Mapping[str, Any], config: CoordinatorConfig, now: float) -> tupl
         "bytes_sent": row["bytes_sent"],
         "bytes_received": row["bytes_received"],
         "compression_ratio": _ratio(row["payload_bytes"], row["bytes_sent"]),
+        # share of its rounds' wall time the node waited on the network; None until a report measured it
+        "network_wait_share": _ratio(row["blocked_s"], row["blocked_wall_s"]),
     }
     return view, usage, cost
 

@@ -1,6 +1,6 @@
 """The ledger on disk: SQLite in WAL mode. The only module with SQL in it.
 
-Schema (version 1; later versions append to :data:`MIGRATIONS`, never edit a released one)::
+Schema (version 2; later versions append to :data:`MIGRATIONS`, never edit a released one)::
 
     messages      every accepted envelope, verbatim and signed: the ledger proper.
                   PRIMARY KEY (peer_id, seq) is the idempotence key; digest = sha256(envelope).
@@ -9,6 +9,8 @@ Schema (version 1; later versions append to :data:`MIGRATIONS`, never edit a rel
     peers         one row per peer: latest name/hardware/price/status and running totals
     rounds        per-round totals for the loss and throughput curves
     events        joins, leaves and failed rounds, for the dashboard's event list
+
+Version 2 added ``reports.blocked_s`` and ``peers.blocked_s`` / ``peers.blocked_wall_s``.
 
 Totals in ``peers`` and ``rounds`` are maintained in the same transaction as the insert, so a
 snapshot costs O(peers + rounds) whatever the number of reports. Confirmation (see
@@ -84,6 +86,14 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
         peer_id TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
     );
+    """,
+    # version 2: time the training loop waited on the network (ContributionReport.blocked_s,
+    # appended after protocol v1). NULL in reports = not measured; the peer totals count only
+    # measured reports, with the wall time of those same reports beside them for the ratio.
+    """
+    ALTER TABLE reports ADD COLUMN blocked_s REAL;
+    ALTER TABLE peers ADD COLUMN blocked_s REAL NOT NULL DEFAULT 0;
+    ALTER TABLE peers ADD COLUMN blocked_wall_s REAL NOT NULL DEFAULT 0;
     """,
 ]
 
@@ -238,11 +248,11 @@ class Store:
         ).fetchone()[0] == 1
         c.execute(
             """INSERT INTO reports (peer_id, seq, round, tokens, samples, compute_s, wall_s, bytes_sent,
-                   bytes_received, payload_bytes, val_bpb, train_loss, ok, confirmed, sent_at, received_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+                   bytes_received, payload_bytes, val_bpb, train_loss, ok, confirmed, sent_at, received_at, blocked_s)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
             (r.peer_id, r.seq, r.round, r.tokens, r.samples, r.compute_s, r.wall_s, r.bytes_sent,
              r.bytes_received, r.payload_bytes, r.val_bpb, r.train_loss, int(r.ok), int(confirmed),
-             r.sent_at, received_at),
+             r.sent_at, received_at, r.blocked_s),
         )
         ok_tokens = r.tokens if r.ok else 0
         rate = r.tokens / r.wall_s if r.ok and r.wall_s > 0 else 0.0
@@ -251,11 +261,13 @@ class Store:
                    tokens = tokens + ?, confirmed_tokens = confirmed_tokens + ?,
                    compute_s = compute_s + ?, wall_s = wall_s + ?, bytes_sent = bytes_sent + ?,
                    bytes_received = bytes_received + ?, payload_bytes = payload_bytes + ?,
+                   blocked_s = blocked_s + ?, blocked_wall_s = blocked_wall_s + ?,
                    last_tokens_per_s = IIF(? > last_report_seq, ?, last_tokens_per_s),
                    last_report_seq = MAX(last_report_seq, ?)
                WHERE peer_id = ?""",
             (int(not r.ok), ok_tokens, ok_tokens if confirmed else 0, r.compute_s, r.wall_s, r.bytes_sent,
-             r.bytes_received, r.payload_bytes, r.seq, rate, r.seq, r.peer_id),
+             r.bytes_received, r.payload_bytes, r.blocked_s or 0.0, r.wall_s if r.blocked_s is not None else 0.0,
+             r.seq, rate, r.seq, r.peer_id),
         )
         if not r.ok:
             self._event(seen_at, "failed_round", r.peer_id, f"round {r.round}")

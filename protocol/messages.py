@@ -53,6 +53,10 @@ class ContributionReport(WireStruct):
     train_loss: float | None = None  # mean inner-phase loss, nats per byte
     ok: bool = True  # False when the all-reduce failed and the round was abandoned
     payload_bytes: int = 0  # uncompressed fp32 size of the pseudo-gradient, for the compression ratio
+    # appended after v1 (written only when set): seconds of ``wall_s`` the training loop waited on
+    # the network (matchmaking, all-reduce, state download); None = not measured.
+    # Compute utilization in the sense is 1 - blocked_s / wall_s.
+    blocked_s: float | None = field(default=None, metadata={"omit_default": True})
 
 
 @dataclass(frozen=True)

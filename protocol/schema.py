@@ -4,6 +4,9 @@ Rules (msgspec's evolution rules, kept by hand):
 - a struct goes on the wire as a map from field name to value;
 - decoders ignore unknown fields (newer peers may add some) and fill missing fields that
   have a default; a missing field without a default is a :class:`DecodeError`;
+- a field appended after version 1 carries ``metadata={"omit_default": True}``: it is written only
+  when it differs from its default, so messages that do not use it keep their version-1 bytes
+  (``tests/data/golden_v1.json`` stays reproducible) and old decoders see nothing new;
 - types are strict: an ``int`` field takes no bool or float, a ``float`` field takes an int
   (MessagePack writes 1.0 as a float, but hand-made clients may send 1), ``str`` limits length.
 
@@ -91,6 +94,8 @@ class WireStruct:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
+            if f.metadata.get("omit_default") and v == f.default:
+                continue
             if isinstance(v, WireStruct):
                 v = v.to_wire()
             elif isinstance(v, list):

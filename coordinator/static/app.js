@@ -139,6 +139,7 @@
       td(tr, fmtInt(p.tokens), { cls: "num", col: "tokens", value: p.tokens });
       td(tr, fmtInt(p.unconfirmed_tokens), { cls: "num", col: "unconfirmed", value: p.unconfirmed_tokens });
       td(tr, fmtNum(p.tokens_per_s, 0), { cls: "num", col: "tokens_per_s", value: p.tokens_per_s });
+      td(tr, fmtPct(p.network_wait_share), { cls: "num", col: "network_wait", value: p.network_wait_share });
       td(tr, fmtUsd(p.price_usd_per_hour), { cls: "num", col: "price", value: p.price_usd_per_hour, title: "price from " + p.price_source });
       td(tr, fmtUsd(p.usd_per_million_tokens), { cls: "num", col: "usd_per_million_tokens" });
       td(tr, fmtInt(p.failed_rounds), { cls: "num", col: "failed_rounds", value: p.failed_rounds });

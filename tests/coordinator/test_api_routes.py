@@ -146,3 +146,13 @@ async def test_server_sent_events_push_a_new_snapshot_after_a_report(client, mak
     resp.close()
     await asyncio.sleep(0)
     assert client.server.app[HUB].sse_clients <= 1
+
+
+async def test_network_wait_share_counts_only_measured_reports(client, make_report):
+    alice, bob = identity(1), identity(2)
+    await post(client, seal(make_report(alice, 0, wall_s=4.0, blocked_s=1.0, public_name="alice"), alice))
+    await post(client, seal(make_report(alice, 1, wall_s=6.0, blocked_s=0.5, public_name="alice"), alice))
+    await post(client, seal(make_report(alice, 2, wall_s=5.0, public_name="alice"), alice))  # an older node: not measured
+    await post(client, seal(make_report(bob, 0, wall_s=5.0, public_name="bob"), bob))
+    shares = {p["name"]: p["network_wait_share"] for p in (await state(client))["peers"]}
+    assert shares == {"alice": 0.15, "bob": None}

@@ -52,6 +52,8 @@ async def test_every_kind_of_bad_input_is_refused_counted_and_survived(client, m
         ("wrong run id", seal(make_report(alice, 3, run_id="another-run"), alice), 422, "wrong_run"),
         ("stale", seal(make_report(alice, 4, sent_at=clock.now - 7 * 3600), alice), 422, "stale"),
         ("from the future", seal(make_report(alice, 5, sent_at=clock.now + 3600), alice), 422, "from_future"),
+        ("waited longer than the round", seal(make_report(alice, 6, wall_s=2.0, blocked_s=5.0), alice), 422, "implausible"),
+        ("negative compute time", seal(make_report(alice, 7, compute_s=-1.0), alice), 422, "implausible"),
         ("malformed msgpack", b"\xc1\x00garbage", 400, "malformed"),
         ("truncated envelope", good[:-10], 400, "malformed"),
         ("not an envelope", pack({"hello": "world"}), 400, "malformed"),
@@ -73,7 +75,7 @@ async def test_every_kind_of_bad_input_is_refused_counted_and_survived(client, m
     snap = await state(client)
     assert snap["swarm"]["tokens"] == 15
     expected = {
-        "bad_signature": 3, "replay_conflict": 1, "wrong_run": 1, "stale": 1, "from_future": 1, "malformed": 3,
+        "bad_signature": 3, "replay_conflict": 1, "wrong_run": 1, "stale": 1, "from_future": 1, "implausible": 2, "malformed": 3,
         "unknown_kind": 1, "incompatible_version": 1, "oversized": 1, "bad_content_type": 1,
     }
     assert {k: v for k, v in snap["rejections"].items() if v} == expected

@@ -106,6 +106,14 @@ def test_dashboard_shows_the_swarm_live(dashboard_feed):
             assert page.locator("#tokens").text_content() == f"{sum(own.values()):,}"
             assert page.locator("#conn").text_content() == "live"
 
+            # every node measured its time waiting on the network (matchmaking, all-reduce): a share in (0, 1)
+            def waits() -> list[str | None]:
+                return [peer_rows.nth(i).locator('td[data-col="network_wait"]').get_attribute("data-value") for i in range(3)]
+
+            shown = _poll(waits, lambda w: all(v is not None for v in w), 20, "network wait shares")
+            assert all(0 < float(v) < 1 for v in shown), shown
+            assert all(peer_rows.nth(i).locator('td[data-col="network_wait"]').text_content().endswith("%") for i in range(3))
+
         finally:
             browser.close()
     assert dialogs == [], "a peer-supplied name ran as script"

@@ -122,3 +122,22 @@ def test_reopened_ledger_has_everything(tmp_path):
     assert totals == {identity(i).peer_id: sum(r.tokens for j, r in sent if j == i) for i in range(3)}
     assert len(store.rounds(100)) == 5
     store.close()
+
+
+def test_version_1_ledger_upgrades_and_counts_network_wait_only_where_measured(tmp_path):
+    path = tmp_path / "l.sqlite3"
+    old = Store(path, migrations=MIGRATIONS[:1])  # a ledger made by a version-1 coordinator
+    assert old.schema_version == 1
+    old.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS) >= 2
+    assert store.apply([_incoming(1, _report(1, 0, wall_s=4.0))]) == ["accepted"]  # from a node that does not measure
+    (row,) = store.peers()
+    assert (row["reports"], row["blocked_s"], row["blocked_wall_s"]) == (1, 0.0, 0.0)
+    assert store.report(identity(1).peer_id, 0)["blocked_s"] is None
+    assert store.apply([_incoming(1, _report(1, 1, wall_s=2.0, blocked_s=0.5)),
+                        _incoming(1, _report(1, 2, wall_s=3.0))]) == ["accepted", "accepted"]
+    (row,) = store.peers()
+    assert (row["wall_s"], row["blocked_s"], row["blocked_wall_s"]) == (9.0, 0.5, 2.0)
+    assert store.report(identity(1).peer_id, 1)["blocked_s"] == 0.5
+    store.close()

@@ -106,3 +106,16 @@ def test_manifest_round_trip():
     assert again == manifest
     assert again.to_bytes() == data
     assert again.content_hash == manifest.content_hash
+
+
+def test_appended_field_is_written_only_when_set(alice, make_report):
+    """``blocked_s`` came after version 1: unset, a report keeps its version-1 bytes (no key);
+    set, it travels and decodes; a version-1 decoder would ignore the extra key."""
+    plain = make_report(alice)
+    assert "blocked_s" not in unpack(unpack(seal(plain, alice))[3])
+    assert open_envelope(seal(plain, alice)).message.blocked_s is None
+    timed = make_report(alice, blocked_s=1.25)
+    fields = unpack(unpack(seal(timed, alice))[3])
+    assert fields["blocked_s"] == 1.25
+    assert open_envelope(seal(timed, alice)).message == timed
+    assert ContributionReport.from_wire({k: v for k, v in fields.items() if k != "blocked_s"}) == plain
