@@ -132,6 +132,11 @@ def share_views(container: TensorPartContainer) -> list[list[torch.Tensor]]:
     return [[part for part, _info in parts] for parts in container._input_parts_by_peer]
 
 
+def missing_parts(container: TensorPartContainer, peer_index: int) -> int:
+    """How many of ``peer_index``'s averaged parts have not arrived yet."""
+    return container.num_parts_by_peer[peer_index] - container._outputs_registered_by_peer[peer_index]
+
+
 def zero_failed_shares(views: list[list[torch.Tensor]], failed: set[int]) -> int:
     """Zero the whole share of every failed reducer, in place; returns how many values were zeroed."""
     zeroed = 0
@@ -204,8 +209,13 @@ class ExactAverageRunner(AllReduceRunner):
                 part_index += 1
             if part_index != self.tensor_part_container.num_parts_by_peer[peer_index]:
                 raise AllreduceException(f"peer {peer_id} sent {part_index} parts, expected {self.tensor_part_container.num_parts_by_peer[peer_index]}")
-        except BaseException:
-            self.failed_reducers.add(peer_index)
+        except BaseException as e:
+            if missing := missing_parts(self.tensor_part_container, peer_index):
+                self.failed_reducers.add(peer_index)
+                logger.warning("reducer %s failed with %d of %d parts missing: %r", peer_id, missing,
+                               self.tensor_part_container.num_parts_by_peer[peer_index], e)
+            # else: every part arrived and only the stream's end failed (the reducer died just after);
+            # a member that saw a clean end zeroes nothing, so neither may we
             self.tensor_part_container.register_failed_reducer(peer_index)
             raise
 

@@ -89,6 +89,7 @@ class Node:
             bytes_received=r.bytes_received, group=[GroupClaim(p, t) for p, t in r.group], hardware=self.hardware,
             price_per_hour=self.cfg.price_per_hour, public_name=self.cfg.public_name, val_bpb=r.val_bpb,
             train_loss=r.train_loss, ok=r.ok, payload_bytes=r.payload_bytes,
+            blocked_s=None if r.blocked_s is None else min(r.blocked_s, r.wall_s),
         ))
 
     def _heartbeat(self) -> None:
@@ -111,7 +112,7 @@ class Node:
             "state_hash": t.state_hash, "hashes": {str(k): v for k, v in t.hash_history.items()},
             "resumed_from": t.resumed_from, "synced_from_peers": t.synced_from_peers,
             "first_contribution": t.first_contribution, "inner_steps": t.inner_steps,
-            "compute_s": round(t.compute_s, 3), "eval_s": round(t.eval_s, 3),
+            "compute_s": round(t.compute_s, 3), "eval_s": round(t.eval_s, 3), "blocked_s": round(t.blocked_s, 3),
             "round_log": {str(k): [round(v[0], 3), v[1]] for k, v in getattr(t, "round_log", {}).items()},
             "maddrs": self.swarm.visible_maddrs if self.swarm else [], "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 1),

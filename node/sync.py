@@ -54,7 +54,7 @@ class SyncTrainer:
         swarm.averager = self.opt  # shut down with the swarm
         self.round = self.rounds_done = self.tokens_total = self.tokens_contributed = self.inner_steps = 0
         self.bytes_sent = self.bytes_received = 0
-        self.compute_s = self.eval_s = 0.0
+        self.compute_s = self.eval_s = self.blocked_s = 0.0
         self.initial_val_bpb: float | None = None
         self.last_val_bpb: float | None = None
         self.hash_history: dict[int, str] = {}
@@ -76,14 +76,20 @@ class SyncTrainer:
         self.initial_val_bpb = self.last_val_bpb = self.evaluate()
         self.status = "training"
         tokens = samples = 0
-        compute_s, t_round = 0.0, time.perf_counter()
+        compute_s, blocked_s, t_round = 0.0, 0.0, time.perf_counter()
         while not stop.is_set() and (max_rounds is None or self.rounds_done < max_rounds):
             t0 = time.perf_counter()
             x, y = self.sampler.batch()
             _, loss = self.model(x.to(self.device), y.to(self.device))
             loss.backward()
+            t_step = time.perf_counter()
+            epoch = self.opt.local_epoch
             self.opt.step()  # accumulates locally; averages and steps when the swarm hits the target batch
             self.opt.zero_grad()
+            if self.opt.local_epoch != epoch:  # a global step: the optimizer's step hides the all-reduce
+                blocked_s += time.perf_counter() - t_step
+                self.blocked_s += time.perf_counter() - t_step
+                t0 += time.perf_counter() - t_step  # not compute
             compute_s += time.perf_counter() - t0
             self.compute_s += time.perf_counter() - t0
             self.inner_steps += 1
@@ -100,10 +106,10 @@ class SyncTrainer:
                 on_round(RoundResult(
                     round=finished, tokens=tokens, samples=samples, compute_s=compute_s, wall_s=time.perf_counter() - t_round,
                     bytes_sent=0, bytes_received=0, ok=True, group=[(self.peer_id, tokens)], train_loss=loss.item(),
-                    val_bpb=self.last_val_bpb, state_hash=self.hash_history[self.round],
+                    val_bpb=self.last_val_bpb, state_hash=self.hash_history[self.round], blocked_s=blocked_s,
                 ))
                 tokens = samples = 0
-                compute_s, t_round = 0.0, time.perf_counter()
+                compute_s, blocked_s, t_round = 0.0, 0.0, time.perf_counter()
         self.status = "leaving"
 
     def shutdown(self) -> Any:

@@ -60,6 +60,7 @@ class RoundResult:
     val_bpb: float | None = None
     state_hash: str = ""  # of the global state after this round
     payload_bytes: int = 0
+    blocked_s: float | None = None  # of wall_s, waiting on the network (None: not measured)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class _Work:
     tokens: int = 0
     samples: int = 0
     compute_s: float = 0.0
+    blocked_s: float = 0.0  # waiting on the network inside [t_start, t_end]
     loss: float = float("nan")
     launch: _Launch | None = None
     t_end: float | None = None  # overlap: when the next inner phase started (the wait is billed to it)
@@ -143,6 +145,7 @@ class Trainer:
         self.bytes_sent = self.bytes_received = 0
         self.compute_s = 0.0  # seconds in forward/backward/optimizer, all rounds
         self.eval_s = 0.0  # seconds spent on validation
+        self.blocked_s = 0.0  # seconds the training loop waited on the network, all rounds
         self.need_resync = False
         self.initial_val_bpb: float | None = None
         self.last_val_bpb: float | None = None
@@ -217,6 +220,13 @@ class Trainer:
             "ef_residuals": self.error_feedback.state_dict() if self.error_feedback is not None else None,
         })
 
+    def _share_state(self, allow: bool) -> None:
+        """Serve our global state to joiners, or stop while we know it is a fork (downloaders then
+        try the next peer). Takes effect at once: the flag is shared with the averager process."""
+        averager = self.swarm.averager
+        if averager.allow_state_sharing != allow and not averager.client_mode:
+            averager.allow_state_sharing = allow
+
     def sync_from_peers(self) -> bool:
         """Download the latest global state from a peer, check it, adopt it. True on success."""
         timeout = state_download_timeout(2 * self.payload_bytes, self.bandwidth)
@@ -248,6 +258,7 @@ class Trainer:
             self.swarm.tracker.update_epoch(self.round)
         self.synced_from_peers = {"round": self.round, "state_hash": self._snapshot.hash}
         self.need_resync = False
+        self._share_state(True)
         logger.info("synchronised with the swarm at round %d (state %s)", self.round, self._snapshot.hash[:12])
         return True
 
@@ -365,6 +376,7 @@ class Trainer:
         if launch.state_hash != reference:
             logger.warning("round %d: our global state differs from the group's; will resynchronise", round_)
             self.need_resync = True
+            self._share_state(False)  # a joiner must not download our fork (it would have to resync again)
         with averager.get_tensors() as buffers:
             return [b.clone() for b in buffers], group
 
@@ -377,12 +389,15 @@ class Trainer:
 
     # ---------------------------------------------------------------- the round
     def run_round(self, stop: threading.Event) -> RoundResult | None:
+        t_start = time.perf_counter()
         if self.need_resync or is_behind(self.round, self.swarm.tracker.global_epoch):
             self._drop_in_flight()
             if not self.sync_from_peers() and self.need_resync:
                 logger.info("no peer could give us newer state yet; continuing from round %d", self.round)
                 self.need_resync = False
-        work = _Work(t_start=time.perf_counter(), round=self.round)
+                self._share_state(True)
+        # a state download is part of the round it precedes, in its wall time and as waiting
+        work = _Work(t_start=t_start, round=self.round, blocked_s=time.perf_counter() - t_start)
         work.tokens, work.samples, work.compute_s, work.loss = self.inner_phase(stop)
         if stop.is_set() or self.need_resync or work.tokens == 0:
             self._reset_local()  # abandon the partial round
@@ -394,6 +409,7 @@ class Trainer:
             t_launch = time.perf_counter()
             work.launch = self._launch(work.tokens, pseudo)
             averaged, group = self._land(work.launch, work.round)
+            work.blocked_s += time.perf_counter() - t_launch  # matchmaking and the whole all-reduce
             if averaged is not None and work.launch.control is not None:
                 self._measure_link(work, time.perf_counter() - t_launch - self.matchmaking_s)
             return self._finish(work, averaged, group)
@@ -401,10 +417,14 @@ class Trainer:
         finished = None
         if self.in_flight is not None:
             prev, self.in_flight = self.in_flight, None
+            t_wait = time.perf_counter()
             averaged, group = self._land(prev.launch, prev.round)
+            work.blocked_s += time.perf_counter() - t_wait  # only what the inner phase did not hide
             finished = self._finish(prev, averaged, group, advance=False)
         work.mark_bytes(self.swarm.averager.counters)  # after the previous all-reduce landed: only ours counts
+        t_launch = time.perf_counter()
         work.launch = self._launch(work.tokens, pseudo)
+        work.blocked_s += time.perf_counter() - t_launch
         with self.swarm.tracker.pause_updates():
             self.round = self.swarm.tracker.update_epoch(self.round + 1)
         self._restart_from([g - d for g, d in zip(self.global_params, pseudo)])  # consensus + our own progress
@@ -433,6 +453,7 @@ class Trainer:
         self.bytes_received += received
         self.tokens_total += work.tokens
         self.compute_s += work.compute_s
+        self.blocked_s += work.blocked_s
         val = None
         if averaged is not None:
             self.rounds_done += 1
@@ -449,7 +470,7 @@ class Trainer:
             round=work.round, tokens=work.tokens, samples=work.samples, compute_s=work.compute_s,
             wall_s=(work.t_end or time.perf_counter()) - work.t_start, bytes_sent=sent, bytes_received=received, ok=averaged is not None,
             group=group, train_loss=work.loss if math.isfinite(work.loss) else None, val_bpb=val,
-            state_hash=self._snapshot.hash, payload_bytes=self.payload_bytes,
+            state_hash=self._snapshot.hash, payload_bytes=self.payload_bytes, blocked_s=work.blocked_s,
         )
 
     def _measure_link(self, work: _Work, seconds: float) -> None:

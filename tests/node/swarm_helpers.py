@@ -7,7 +7,7 @@ from typing import Any
 
 from node.demo import DemoSwarm
 
-__all__ = ["wait_until", "common_hashes"]
+__all__ = ["wait_until", "common_hashes", "fork_problems", "latest_agrees"]
 
 
 def wait_until(swarm: DemoSwarm, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float, what: str) -> dict[str, dict[str, Any]]:
@@ -31,3 +31,36 @@ def common_hashes(sts: dict[str, dict[str, Any]], names: list[str]) -> dict[str,
     """For every round all ``names`` completed: the set of global-state hashes they hold."""
     rounds = set.intersection(*(set(sts[n]["hashes"]) for n in names))
     return {r: {sts[n]["hashes"][r] for n in names} for r in rounds}
+
+
+def latest_agrees(sts: dict[str, dict[str, Any]], names: list[str]) -> bool:
+    """The newest round every one of ``names`` completed leaves them all with one global state."""
+    shared = common_hashes(sts, names)
+    return bool(shared) and len(shared[max(shared, key=int)]) == 1
+
+
+def fork_problems(shared: dict[str, set[str]], *, max_forked: int = 1) -> list[str]:
+    """What is wrong with the replicas over ``shared`` (round -> hashes), or [] if nothing.
+
+    A volunteer swarm cannot rule out a forked round: a reducer that fails for one member but not
+    for another (a timeout on a loaded machine, a peer killed between two members' last parts),
+    or a round that raced a join, leaves members with different averages. The design's promise
+    is that every fork is *detected and healed*: the members' state hashes differ at the next
+    all-reduce, the minority downloads the reference state, and the round after agrees again.
+    So: the newest round agrees, every forked round is followed by an agreeing one, and forks
+    are rare (at most ``max_forked``).
+    """
+    if not shared:
+        return ["no round was completed by every node"]
+    rounds = sorted(shared, key=int)
+    forked = [r for r in rounds if len(shared[r]) > 1]
+    problems = []
+    if len(shared[rounds[-1]]) > 1:
+        problems.append(f"the newest common round {rounds[-1]} is forked")
+    for r in forked:
+        after = str(int(r) + 1)
+        if after in shared and len(shared[after]) > 1:
+            problems.append(f"the fork at round {r} was not healed by round {after}")
+    if len(forked) > max_forked:
+        problems.append(f"{len(forked)} forked rounds ({forked}), more than {max_forked}")
+    return problems

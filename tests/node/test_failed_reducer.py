@@ -13,7 +13,7 @@ import torch
 
 from hivemind.averaging.partition import TensorPartContainer
 
-from node.averaging import share_views, zero_failed_shares
+from node.averaging import missing_parts, share_views, zero_failed_shares
 
 PART_BYTES = 4 * 1000  # 1,000 fp32 values a part: several parts per peer
 
@@ -61,3 +61,16 @@ def test_hivemind_alone_would_fork_the_survivors():
     early, _ = _survivor(0, apply_rule=False)
     late, _ = _survivor(2, apply_rule=False)
     assert not torch.equal(early, late)
+
+
+def test_a_reducer_that_dies_after_its_last_part_has_not_failed():
+    """Every part arrived, then the stream broke: members that saw a clean end zero nothing, so the
+    share must not count as failed here either."""
+    tensors = [torch.ones(5_000)]
+    container = TensorPartContainer(tensors, peer_fractions=(1.0, 1.0), part_size_bytes=PART_BYTES, return_deltas=True)
+    views = share_views(container)
+    assert missing_parts(container, 1) == len(views[1]) >= 2
+    for part_index, view in enumerate(views[1]):
+        container.register_processed_part(1, part_index, torch.full((view.numel(),), 2.0))
+        assert missing_parts(container, 1) == len(views[1]) - part_index - 1
+    assert missing_parts(container, 1) == 0
