@@ -83,6 +83,7 @@ class Report:
     train_loss: float | None
     group: int  # group size: the other members this node saw claim tokens, plus itself
     members: frozenset[str] = frozenset()  # the group's peer ids, this node included
+    blocked_s: float | None = None  # of wall_s, waiting on the network (None: the node did not measure it)
 
 
 def tokens_per_step(model: str, batch_size: int | None = None) -> int:
@@ -290,7 +291,7 @@ class BenchSwarm:
                 "SELECT r.peer_id, r.seq, r.round, r.tokens, r.compute_s, r.wall_s, r.bytes_sent, r.bytes_received,"
                 " r.payload_bytes, r.ok, r.sent_at, r.val_bpb, r.train_loss,"
                 # the ledger stores the *other* members a reporter saw: group size = that + 1
-                " 1 + (SELECT COUNT(*) FROM group_claims g WHERE g.reporter = r.peer_id AND g.seq = r.seq)"
+                " 1 + (SELECT COUNT(*) FROM group_claims g WHERE g.reporter = r.peer_id AND g.seq = r.seq), r.blocked_s"
                 " FROM reports r ORDER BY r.sent_at").fetchall()
             others: dict[tuple[str, int], set[str]] = {}
             for reporter, seq, member in db.execute("SELECT reporter, seq, member FROM group_claims"):
@@ -298,7 +299,7 @@ class BenchSwarm:
         finally:
             db.close()
         return [Report(nodes.get(r[0], 0), r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], bool(r[9]), r[10], r[11], r[12], r[13],
-                       frozenset(others.get((r[0], r[1]), set()) | {r[0]})) for r in rows]
+                       frozenset(others.get((r[0], r[1]), set()) | {r[0]}), r[14]) for r in rows]
 
     def assemble(self, n: int, up_mbit: float | None, down_mbit: float | None, timeout: float) -> float:
         """Start nodes 1..n on unshaped links, warm up, then cap the links; returns the unix time of capping."""

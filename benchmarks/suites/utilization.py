@@ -1,9 +1,15 @@
 """``utilization``: compute utilization of a swarm against its no-communication twin.
 
-Compute utilization CU = sum(compute_s) / sum(wall_s) over a node's round reports (from the
-ledger): the share of wall time spent in forward/backward/optimizer steps. The twin is the same
-node alone (no peers: no matchmaking, no all-reduce) with the same inner steps per round, so
-``CU / CU_twin`` isolates what communication costs from evaluation and checkpointing.
+Two figures per run, both from the round reports in the ledger:
+
+* **CU (the issue's definition) = 1 - sum(blocked_s) / sum(wall_s)**: the share of wall time the
+  training loop was *not* waiting on the network. ``blocked_s`` is measured by the node itself
+  (``ContributionReport.blocked_s``): matchmaking and the all-reduce in blocking DiLoCo, only the
+  part of the all-reduce that the next inner phase did not hide with overlap, state downloads.
+* **compute share = sum(compute_s) / sum(wall_s)**: forward/backward/optimizer only; evaluation
+  and checkpointing count against it. The twin is the same node alone (no peers: no matchmaking,
+  no all-reduce) with the same inner steps per round, so ``compute share / twin's`` isolates what
+  communication costs from evaluation and checkpointing (which shrink as 1/H with longer rounds).
 
 The link is set so that communication takes ``--rho`` (default 0.2) of a round's compute: from the
 twin's compute time per round (x N / cores, since N nodes share this machine's cores), the cap is
@@ -48,7 +54,11 @@ def utilization(reports: list[Report], after: float) -> dict[str, Any]:
     wall = sum(r.wall_s for r in used)
     nodes = {i: sum(r.compute_s for r in rs[1:]) / sum(r.wall_s for r in rs[1:]) for i, rs in per_node.items()
              if sum(r.wall_s for r in rs[1:]) > 0}
-    return {"cu": sum(r.compute_s for r in used) / wall if wall else None, "cu_per_node": nodes, "rounds": len(used),
+    measured = [r for r in used if r.blocked_s is not None]
+    measured_wall = sum(r.wall_s for r in measured)
+    cu_net = 1 - sum(r.blocked_s or 0.0 for r in measured) / measured_wall if measured_wall else None
+    return {"cu_net": cu_net, "blocked_s_per_round": quantiles([r.blocked_s for r in measured if r.blocked_s is not None]),
+            "cu": sum(r.compute_s for r in used) / wall if wall else None, "cu_per_node": nodes, "rounds": len(used),
             "rounds_ok": sum(r.ok for r in used), "compute_s_per_round": quantiles([r.compute_s for r in used]),
             "wall_s_per_round": quantiles([r.wall_s for r in used]),
             "groups": sorted({r.group for r in used})}
@@ -95,17 +105,24 @@ def markdown(result: dict[str, Any]) -> str:
              f"Twin: one node alone, {result['args']['steps_per_round']} inner steps per round: CU {twin['cu']:.3f} "
              f"(compute {fmt_q(twin['compute_s_per_round'], 2)} s per round). Cap {result['cap_mbit']:.1f} Mbit/s up and down, "
              f"chosen for rho = {result['args']['rho']}.", "",
-             "| run | algorithm | N | CU | CU / CU twin | rho measured | all-reduce s | compute s per round | wall s per round "
-             "| rounds (ok) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["runs"]:
-        cu = r["cu"] or 0.0
+             "CU = 1 - blocked s / wall s (the node's own count of time spent waiting on the network); compute share = "
+             "compute s / wall s (evaluation and checkpointing count against it, as they do in the twin).", "",
+             "| run | algorithm | N | **CU** | blocked s per round | compute share | compute share / twin's | rho measured "
+             "| all-reduce s | compute s per round | wall s per round | rounds (ok) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in [twin, *result["runs"]]:
+        share = r["cu"] or 0.0
+        cu_net = "-" if r.get("cu_net") is None else f"{r['cu_net']:.3f}"
         rho = f"{r['rho_measured']:.2f}" if r.get("rho_measured") is not None else "-"
-        lines.append(f"| {r['label']} | {r['algorithm']} | {r['nodes']} | {cu:.3f} | {cu / twin['cu']:.3f} | {rho} "
+        lines.append(f"| {r['label']} | {r['algorithm']} | {r['nodes']} | {cu_net} | {fmt_q(r.get('blocked_s_per_round'), 2)} "
+                     f"| {share:.3f} | {share / twin['cu']:.3f} | {rho} "
                      f"| {fmt_q(r.get('allreduce_s'), 2)} | {fmt_q(r['compute_s_per_round'], 2)} | {fmt_q(r['wall_s_per_round'], 2)} "
                      f"| {r['rounds']} ({r['rounds_ok']}) |")
-    for alg, cus in result["summary"].items():
-        lines.append(f"\n{alg}: CU median {cus['median']:.3f} over {cus['n']} runs (min {cus['min']:.3f}, max {cus['max']:.3f}).")
+    for alg, s in result["summary"].items():
+        for key, what in (("cu_net", "CU"), ("cu", "compute share")):
+            if s.get(key):
+                q = s[key]
+                lines.append(f"\n{alg}: {what} median {q['median']:.3f} over {q['n']} runs (min {q['min']:.3f}, max {q['max']:.3f}).")
     lines += ["", "Target (issue): CU >= 0.95 with overlap where communication takes 20% of compute time.", ""]
     return "\n".join(lines)
 
@@ -138,14 +155,16 @@ def main(argv: list[str]) -> int:
         cap = args.cap or cap_for_rho(twin["payload_fp32"], args.codec, args.nodes, compute, args.rho)
         runs = [run(args, work, nodes=args.nodes, algorithm=alg, cap=None if args.loopback else cap, label=f"{alg}-{k + 1}")
                 for k in range(args.repeats) for alg in args.algorithms]
-    summary = {alg: quantiles([r["cu"] for r in runs if r["algorithm"] == alg and r["cu"] is not None]) for alg in args.algorithms}
+    summary = {alg: {key: quantiles([r[key] for r in runs if r["algorithm"] == alg and r.get(key) is not None]) for key in ("cu_net", "cu")}
+               for alg in args.algorithms}
     result = {"suite": "utilization", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "fingerprint": fp.finish(), "cap_mbit": cap, "twin": twin, "runs": runs,
-              "summary": {k: v for k, v in summary.items() if v}}
+              "summary": {k: v for k, v in summary.items() if any(v.values())}}
     md = markdown(result)
     chart = bar_chart("compute utilization", ["twin"] + [r["label"] for r in runs],
-                      [("CU", [twin["cu"]] + [r["cu"] for r in runs])],
-                      subtitle=f"compute s / wall s; cap {cap:.1f} Mbit/s; dashed: the 0.95 target", y_label="CU", ref=0.95)
+                      [("CU = 1 - blocked / wall", [twin.get("cu_net")] + [r.get("cu_net") for r in runs]),
+                       ("compute share", [twin["cu"]] + [r["cu"] for r in runs])],
+                      subtitle=f"cap {cap:.1f} Mbit/s; dashed: the 0.95 target", y_label="share of wall time", ref=0.95)
     for path in write_outputs(args.out, "utilization", result, md, {"cu": chart}):
         print(path)
     print(md)
