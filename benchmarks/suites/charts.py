@@ -4,51 +4,26 @@ target) and a legend when there is more than one series.
 
 ``width`` x ``height`` are the PNG's pixels. Every chart is drawn in matplotlib's default style,
 whatever a local matplotlibrc says, and the PNG carries no metadata (no software version, no
-time), so the same figures give the same bytes on one installation. ``harness.write_outputs``
+time), so the same figures give the same bytes on one installation. The figure set-up is the simulator's (:func:`sim.plots.figure`), so every chart of the project
+looks alike. ``harness.write_outputs``
 writes them as ``<suite>-<name>.png``; ``benchmarks.quality`` draws its curves with
 :func:`line_chart` too.
 """
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 
-import matplotlib.style
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
+
+from sim.plots import figure, png
 
 __all__ = ["COLORS", "bar_chart", "line_chart"]
 
 COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563", "#ca8a04", "#db2777")
-DPI = 100
 LEGEND_INSIDE_MAX = 3  # more series than this: the legend goes to the right of the plot
-
-
-@contextmanager
-def _chart(title: str, subtitle: str, width: int, height: int) -> Iterator[tuple[Figure, Axes]]:
-    """A figure of ``width`` x ``height`` pixels with one plot, in matplotlib's default style."""
-    # rcParams are read while drawing too: render inside. "$" in a label is a dollar, not math
-    with matplotlib.style.context(["default", {"text.parse_math": False}]):
-        fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        fig.suptitle(title, fontweight="bold")
-        if subtitle:
-            ax.set_title(subtitle, fontsize="small", color="#555")
-        ax.grid(axis="y", color="#e5e7eb")
-        ax.set_axisbelow(True)
-        yield fig, ax
-
-
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
 
 
 def _finish(ax: Axes, *, x_label: str, y_label: str, ref: float | None, legend: bool) -> None:
@@ -76,7 +51,7 @@ def _finite(v: float | None) -> bool:
 def bar_chart(title: str, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], *,
               subtitle: str = "", y_label: str = "", ref: float | None = None, width: int = 640, height: int = 300) -> bytes:
     """One cluster of bars per group, one bar per series; None leaves a gap. The y axis starts at 0."""
-    with _chart(title, subtitle, width, height) as (fig, ax):
+    with figure(title, subtitle, width, height) as (fig, ax):
         slot = 0.8 / max(1, len(series))
         for k, (name, values) in enumerate(series):
             bars = [(g + (k + 0.5) * slot - 0.4, v) for g, v in enumerate(values[: len(groups)]) if _finite(v)]
@@ -87,7 +62,7 @@ def bar_chart(title: str, groups: Sequence[str], series: Sequence[tuple[str, Seq
         _compact(ax.yaxis, [v for _, vs in series for v in vs if _finite(v)])
         _finish(ax, x_label="", y_label=y_label, ref=ref, legend=len(series) > 1)
         ax.set_ylim(bottom=0.0)
-        return _png(fig)
+        return png(fig)
 
 
 def line_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, subtitle: str = "",
@@ -97,7 +72,7 @@ def line_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[float, flo
     """Named series of (x, y) points, each a line through its finite points (with dots unless ``markers``
     is False). ``y_zero``: the y axis starts at 0; ``y_range``: the y axis shows that range (plus a
     margin) and lines leaving it are clipped; series named in ``dashed`` are drawn dashed (references)."""
-    with _chart(title, subtitle, width, height) as (fig, ax):
+    with figure(title, subtitle, width, height) as (fig, ax):
         xs: list[float] = []
         ys: list[float] = []
         for k, (name, points) in enumerate(series):
@@ -115,4 +90,4 @@ def line_chart(title: str, series: Sequence[tuple[str, Sequence[tuple[float, flo
             ax.set_ylim(lo - pad, hi + pad)
         elif y_zero:
             ax.set_ylim(bottom=0.0)
-        return _png(fig)
+        return png(fig)
