@@ -26,13 +26,14 @@ COLORS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b
 LEGEND_INSIDE_MAX = 3  # more series than this: the legend goes to the right of the plot
 
 
-def _finish(ax: Axes, *, x_label: str, y_label: str, ref: float | None, legend: bool) -> None:
-    """The reference line, axis labels and legend; call it before fixing the y limits (the line counts)."""
+def _finish(ax: Axes, *, x_label: str, y_label: str, ref: float | None, legend: bool, outside: bool = False) -> None:
+    """The reference line, axis labels and legend (right of the plot with many series or ``outside``);
+    call it before fixing the y limits (the line counts)."""
     if ref is not None:
         ax.axhline(ref, color="#111", linestyle=(0, (4, 3)), linewidth=1)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    if legend and len(ax.get_legend_handles_labels()[1]) > LEGEND_INSIDE_MAX:
+    if legend and (outside or len(ax.get_legend_handles_labels()[1]) > LEGEND_INSIDE_MAX):
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     elif legend:
         ax.legend(fontsize="small")
@@ -60,7 +61,7 @@ def bar_chart(title: str, groups: Sequence[str], series: Sequence[tuple[str, Seq
                       ha="right" if len(groups) > 5 else "center")
         ax.set_xlim(-0.5, len(groups) - 0.5)
         _compact(ax.yaxis, [v for _, vs in series for v in vs if _finite(v)])
-        _finish(ax, x_label="", y_label=y_label, ref=ref, legend=len(series) > 1)
+        _finish(ax, x_label="", y_label=y_label, ref=ref, legend=len(series) > 1, outside=True)  # bars fill the plot
         ax.set_ylim(bottom=0.0)
         return png(fig)
 
