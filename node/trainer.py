@@ -173,6 +173,7 @@ class Trainer:
         self.step_timeout = 3 * opts["min_matchmaking_time"] + 2
         self.bandwidth = opts["bandwidth"]  # bytes/s: the slowest link the timeouts assume (configured)
         self.link_estimate: float | None = None  # bytes/s: what our all-reduces actually moved
+        self.streams = 1  # part streams sharing a link in the next all-reduce (group size - 1)
         self.matchmaking_s, self.chunk_floor_s = cfg.matchmaking_time_s, cfg.chunk_timeout_floor_s
 
     @property
@@ -320,6 +321,7 @@ class Trainer:
         if self.swarm.tracker.global_progress.num_peers <= 1 and not self._others_training():
             return _Launch(alone=pseudo)
         self.status = "averaging"
+        self._expect_group()
         residuals_before = None
         if self.error_feedback is not None:  # send what the codec can carry; keep the rest for next round
             residuals_before = self.error_feedback.state_dict()
@@ -480,11 +482,23 @@ class Trainer:
         if estimate is None or estimate == self.link_estimate:
             return
         self.link_estimate = estimate
+        self._apply_timeouts()
+
+    def _apply_timeouts(self) -> None:
+        """Chunk and all-reduce timeouts for the link speed we know and the group we expect."""
         # measurements only make the timeouts more patient: a slow link gets the time it needs, but a
         # fast loopback round (or a lucky one) never shortens them below what the configured link implies
-        speed = min(estimate, self.bandwidth)
-        self.swarm.averager.set_timeouts(chunk_s=chunk_timeout(speed, floor_s=self.chunk_floor_s),
+        speed = min(self.link_estimate or self.bandwidth, self.bandwidth)
+        self.swarm.averager.set_timeouts(chunk_s=chunk_timeout(speed, floor_s=self.chunk_floor_s, streams=self.streams),
                                          allreduce_s=allreduce_timeout(self.payload_bytes, 64, speed))
+
+    def _expect_group(self) -> None:
+        """Before an all-reduce: a link carries one part stream per other member, so the chunk timeout
+        grows with the group we expect (the peers currently training)."""
+        streams = max(1, self.swarm.tracker.global_progress.num_peers - 1)
+        if streams != self.streams:
+            self.streams = streams
+            self._apply_timeouts()
 
     def _drop_in_flight(self) -> None:
         """Overlap: before a download, wait out the all-reduce in flight (the averager's buffers are busy)."""

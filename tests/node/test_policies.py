@@ -50,3 +50,14 @@ def test_link_estimate_follows_measurements():
     slower = update_link_estimate(10e6, 10 << 20, 10.0)
     assert 1e6 < slower < 10e6
     assert chunk_timeout(1e9) == 2.0 and chunk_timeout(50e3) > chunk_timeout(300e3) > 2.0
+
+
+def test_chunk_timeout_counts_the_streams_sharing_a_link():
+    from node.policies.timeouts import chunk_timeout
+
+    link = 5e6 / 8  # 5 Mbit/s
+    one = chunk_timeout(link)
+    assert one == pytest.approx(3 * 2**19 / link)  # a 512 KiB part at a third of the link
+    assert chunk_timeout(link, streams=3) == pytest.approx(3 * one)  # 4 peers: 3 streams share each link
+    assert chunk_timeout(link, streams=0) == one
+    assert chunk_timeout(1e9, streams=7) == 2.0  # a fast link keeps the floor
