@@ -33,8 +33,9 @@ from typing import Any
 from benchmarks.netns import measure_goodput
 from benchmarks.suites.bytes import bound_bytes
 from benchmarks.suites.charts import line_chart
-from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, check_testbed, cpu_lock, fingerprint, fmt_q,
-                                       group_span, make_bed, quantiles, tokens_per_step, workdir, write_outputs)
+from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q,
+                                       group_span, make_bed, publish, quantiles, Report, suite_result, SwarmSpec,
+                                       tokens_per_step, workdir)
 
 __all__ = ["main", "round_times"]
 
@@ -209,11 +210,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.reanalyse:
         result = reanalyse(args)
-        md = markdown(result)
-        for path in write_outputs(args.out, "allreduce", result, md, charts(result)):
-            print(path)
-        print(md)
-        return 0
+        return publish(args.out, result, markdown(result), charts(result))
     if args.loopback:
         print("error: allreduce measures time through tbf caps; it has no loopback mode")
         return 2
@@ -224,10 +221,5 @@ def main(argv: list[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with workdir(args, "allreduce") as work:
         cells = [run_cap(args, cap, work / f"cap{cap:g}") for cap in args.caps]
-    result = {"suite": "allreduce", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "fingerprint": fp.finish(), "cells": cells}
-    md = markdown(result)
-    for path in write_outputs(args.out, "allreduce", result, md, charts(result)):
-        print(path)
-    print(md)
-    return 0
+    result = suite_result("allreduce", args, fp, cells=cells)
+    return publish(args.out, result, markdown(result), charts(result))

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites.charts import bar_chart
-from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, check_testbed, cpu_lock,
-                                       fingerprint, fmt_q, make_bed, quantiles, tokens_per_step, workdir, write_outputs)
+from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q, make_bed,
+                                       publish, quantiles, Report, suite_result, SwarmSpec, tokens_per_step, workdir,
+                                       write_outputs)
 
 __all__ = ["bound_bytes", "main", "round_rows"]
 
@@ -185,10 +186,5 @@ def main(argv: list[str]) -> int:
         for n in args.nodes:
             for codec in args.codecs:
                 cells.append(run_cell(args, n, codec, work / f"n{n}-{codec}"))
-    result = {"suite": "bytes", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "fingerprint": fp.finish(), "cells": cells}
-    md = markdown(result)
-    for path in write_outputs(args.out, "bytes", result, md, charts(result)):
-        print(path)
-    print(md)
-    return 0
+    result = suite_result("bytes", args, fp, cells=cells)
+    return publish(args.out, result, markdown(result), charts(result))

@@ -38,8 +38,8 @@ from typing import Any
 from benchmarks.netns import TCP_FRAMING
 from benchmarks.suites.allreduce import WIRE_FRAMING
 from benchmarks.suites.charts import line_chart
-from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, bursts, check_testbed, cpu_lock,
-                                       fingerprint, make_bed, tokens_per_step, workdir, write_outputs)
+from benchmarks.suites.harness import (base_parser, BenchSwarm, bursts, check_testbed, cpu_lock, fingerprint, make_bed,
+                                       publish, Report, suite_result, SwarmSpec, tokens_per_step, workdir)
 
 __all__ = ["analyse", "main"]
 
@@ -210,9 +210,7 @@ def main(argv: list[str]) -> int:
     fp = fingerprint(manifest_seed=0, sampler_seed="run_id + peer_id", run_ids="churn-<scenario>-<unix time>")
     with workdir(args, "churn") as work:
         scenarios = [run_scenario(args, work, s) for s in args.scenarios]
-    result = {"suite": "churn", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "fingerprint": fp.finish(), "scenarios": scenarios}
-    md = markdown(result)
+    result = suite_result("churn", args, fp, scenarios=scenarios)
     charts = {}
     for sc in scenarios:
         series = []
@@ -222,7 +220,4 @@ def main(argv: list[str]) -> int:
         charts[f"{sc['scenario']}-rounds"] = line_chart(
             f"round wall time around the kill ({sc['scenario']})", series, x_label="seconds since the kill (report time)",
             y_label="round wall s", subtitle=f"{args.nodes} nodes, {args.cap:g} Mbit/s; the victim restarts after the survivors' 2 rounds")
-    for path in write_outputs(args.out, "churn", result, md, charts):
-        print(path)
-    print(md)
-    return 0
+    return publish(args.out, result, markdown(result), charts)

@@ -37,7 +37,7 @@ from typing import Any
 from benchmarks.netns import LoopbackBed, NeedsRootError, Testbed, Topology, require_root
 
 __all__ = ["BenchSwarm", "Report", "SwarmSpec", "base_parser", "bursts", "group_span", "check_testbed", "cpu_lock", "fingerprint", "make_bed",
-           "quantiles", "tokens_per_step", "workdir", "write_outputs"]
+           "publish", "quantiles", "suite_result", "tokens_per_step", "workdir", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -426,6 +426,20 @@ def write_outputs(out: Path, name: str, result: dict[str, Any], markdown: str, c
         path.write_bytes(png)
         paths.append(path)
     return paths
+
+
+def suite_result(suite: str, args: argparse.Namespace, fp: Any, **body: Any) -> dict[str, Any]:
+    """A suite's JSON document: its name, its arguments, the run's fingerprint, then its figures."""
+    return {"suite": suite, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "fingerprint": fp.finish(), **body}
+
+
+def publish(out: Path, result: dict[str, Any], md: str, charts: dict[str, bytes]) -> int:
+    """Write a suite's outputs (:func:`write_outputs`), list them, print its table; the exit code 0."""
+    for path in write_outputs(out, result["suite"], result, md, charts):
+        print(path)
+    print(md)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- CLI pieces

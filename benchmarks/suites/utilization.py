@@ -36,8 +36,8 @@ from benchmarks.netns import TCP_FRAMING
 from benchmarks.suites.allreduce import round_times
 from benchmarks.suites.bytes import bound_bytes
 from benchmarks.suites.charts import bar_chart
-from benchmarks.suites.harness import (BenchSwarm, Report, SwarmSpec, base_parser, check_testbed, cpu_lock, fingerprint, fmt_q,
-                                       make_bed, quantiles, tokens_per_step, workdir, write_outputs)
+from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q, make_bed,
+                                       publish, quantiles, Report, suite_result, SwarmSpec, tokens_per_step, workdir)
 
 __all__ = ["cap_for_rho", "main", "utilization"]
 
@@ -157,15 +157,10 @@ def main(argv: list[str]) -> int:
                 for k in range(args.repeats) for alg in args.algorithms]
     summary = {alg: {key: quantiles([r[key] for r in runs if r["algorithm"] == alg and r.get(key) is not None]) for key in ("cu_net", "cu")}
                for alg in args.algorithms}
-    result = {"suite": "utilization", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "fingerprint": fp.finish(), "cap_mbit": cap, "twin": twin, "runs": runs,
-              "summary": {k: v for k, v in summary.items() if any(v.values())}}
-    md = markdown(result)
+    result = suite_result("utilization", args, fp, cap_mbit=cap, twin=twin, runs=runs,
+                          summary={k: v for k, v in summary.items() if any(v.values())})
     chart = bar_chart("compute utilization", ["twin"] + [r["label"] for r in runs],
                       [("CU = 1 - blocked / wall", [twin.get("cu_net")] + [r.get("cu_net") for r in runs]),
                        ("compute share", [twin["cu"]] + [r["cu"] for r in runs])],
                       subtitle=f"cap {cap:.1f} Mbit/s; dashed: the 0.95 target", y_label="share of wall time", ref=0.95)
-    for path in write_outputs(args.out, "utilization", result, md, {"cu": chart}):
-        print(path)
-    print(md)
-    return 0
+    return publish(args.out, result, markdown(result), {"cu": chart})

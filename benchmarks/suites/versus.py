@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites.charts import line_chart
-from benchmarks.suites.harness import (BenchSwarm, SwarmSpec, base_parser, check_testbed, cpu_lock, fingerprint, fmt_q,
-                                       make_bed, quantiles, tokens_per_step, workdir, write_outputs)
+from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q, make_bed,
+                                       publish, quantiles, suite_result, SwarmSpec, tokens_per_step, workdir)
 
 __all__ = ["main"]
 
@@ -145,13 +145,8 @@ def main(argv: list[str]) -> int:
         for k in range(args.repeats):
             for alg in dict.fromkeys((a, b)):
                 runs.append(run(args, work, alg, f"{alg}-{k + 1}"))
-    result = {"suite": "versus", "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "fingerprint": fp.finish(), "runs": runs, "summary": summarize(runs, a, b)}
-    md = markdown(result)
+    result = suite_result("versus", args, fp, runs=runs, summary=summarize(runs, a, b))
     chart = line_chart(f"validation bits/byte over time ({a} vs {b})", [(r["label"], r["curve"]) for r in runs],
                        subtitle=f"dashed: the lowest target {min(args.target_bpb)}", x_label="seconds since all nodes were up",
                        y_label="val bits/byte", ref=min(args.target_bpb), y_zero=False)
-    for path in write_outputs(args.out, "versus", result, md, {"val": chart}):
-        print(path)
-    print(md)
-    return 0
+    return publish(args.out, result, markdown(result), {"val": chart})
