@@ -87,9 +87,10 @@ class SyncTrainer:
             self.opt.step()  # accumulates locally; averages and steps when the swarm hits the target batch
             self.opt.zero_grad()
             if self.opt.local_epoch != epoch:  # a global step: the optimizer's step hides the all-reduce
-                blocked_s += time.perf_counter() - t_step
-                self.blocked_s += time.perf_counter() - t_step
-                t0 += time.perf_counter() - t_step  # not compute
+                waited = time.perf_counter() - t_step
+                blocked_s += waited
+                self.blocked_s += waited
+                t0 += waited  # not compute
             compute_s += time.perf_counter() - t0
             self.compute_s += time.perf_counter() - t0
             self.inner_steps += 1
