@@ -2,15 +2,20 @@
 
 Map of this package::
 
+    cli.py                 ``swarm bench WORD ...`` (an entry point): quality, attacks, or a suite
     quality.py             token-space quality: k DiLoCo replicas in one process with the wire codecs,
                            vs data-parallel training with the same global batch (`swarm bench quality`)
+    attacks.py             attack suite in the token-space simulation: poisoned pseudo-gradients, with
+                           and without robust aggregation (`swarm bench attacks`)
+    robust_cost.py         cost of robust aggregation per round vs the plain mean, small preset
     suites/                shaped-link suites on real swarms (`swarm bench SUITE`); its own map
     netns.py               the shaped-link testbed: network namespaces, a bridge, `tc tbf`, byte counters
     swarm_tax.py           communication tax and bytes vs the all-reduce bound of a loopback swarm
     coordinator_ingest.py  coordinator ingest rate and state latency, on loopback
+    data_prepare.py        ``swarm data prepare`` at scale: a generated corpus of N GB -> shards, peak memory
     sim_scale.py           wall time of the discrete-event simulator at 10,000 peers
 
 Each benchmark is also a script (``python -m benchmarks.<name>`` or ``python benchmarks/<name>.py``).
-Imports: anything of the project; nothing in the project imports a benchmark except ``node.cli``,
-which hands ``swarm bench ...`` to the benchmark's ``main(argv) -> int``.
+Imports: anything of the project; nothing in the project imports a benchmark: ``swarm bench ...``
+reaches ``cli.main`` through the ``capaswarm.commands`` entry point (pyproject.toml).
 """

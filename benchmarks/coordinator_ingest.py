@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from node.launcher import start_coordinator  # noqa: E402
 from protocol import ContributionReport, GroupClaim, Hardware, Identity, seal  # noqa: E402
 
 RUN_ID = "bench"
@@ -121,26 +120,13 @@ async def wait_for_peers(url: str, peers: int, timeout: float) -> None:
     raise TimeoutError(f"snapshot never showed {peers} peers")
 
 
-def start_coordinator(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = tmp / "port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coordinator", "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-         "--db", str(tmp / "ledger.sqlite3"), "--run-id", RUN_ID, "--rate", "10000", "--burst", "10000",
-         "--snapshot-interval", "0.5", "--log-level", "WARNING"],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("coordinator did not start")
-        time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{int(port_file.read_text())}"
-
-
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_coordinator(Path(tmp))
+        coordinator = start_coordinator(Path(tmp), args=[
+            "--run-id", RUN_ID, "--rate", "10000", "--burst", "10000",
+            "--ip-rate", "1e9", "--ip-burst", "1e9",  # every simulated peer posts from 127.0.0.1
+            "--snapshot-interval", "0.5", "--log-level", "WARNING"])
+        url = coordinator.url
         try:
             started = time.perf_counter()
             bodies = seal_reports(0, args.peers, args.reports_per_peer)
@@ -161,8 +147,7 @@ async def main(args: argparse.Namespace) -> None:
                 print("state with {peers:,} peers: p50 {p50_ms:.2f} ms, p95 {p95_ms:.2f} ms, max {max_ms:.2f} ms; "
                       "body {body_kb:,.0f} kB; snapshot build {snapshot_build_ms:.0f} ms".format(**big))
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            coordinator.stop(30)
 
 
 if __name__ == "__main__":

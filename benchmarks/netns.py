@@ -5,6 +5,16 @@ Topology for a testbed tagged ``T`` with nodes 1..N (every name starts with :dat
     namespace csw-T-hub     bridge br0 (10.213.0.254/24) with ports vn1..vnN; an anchor process
     namespace csw-T-n<i>    veth0 = 10.213.0.<i>/24, the other end of vn<i>
 
+"Home" nodes (``homes=H``) sit behind NAT routers, each its own pair of namespaces:
+
+    namespace csw-T-r<j>    the home router: wan0 = 10.213.0.<100+j>/24 on the bridge (port vr<j>),
+                            lan0 = 10.214.<j>.1/24; nftables masquerades lan -> wan and its forward
+                            filter lets replies in and nothing new (a stateful home router)
+    namespace csw-T-h<j>    the home machine: veth0 = 10.214.<j>.2/24, default route via the router
+
+A home node dials out to anyone on the bridge (seen there as its router's address) and nobody
+can dial in to it: what a volunteer behind a typical home router gets.
+
 * uplink cap of node i   = ``tbf`` on the egress of ``veth0`` in its namespace;
 * downlink cap of node i = ``tbf`` on the egress of ``vn<i>`` in the hub (no ``ifb`` needed);
 * bytes: ``vn<i>``'s counters, read from ``/proc/<anchor pid>/net/dev`` (the anchor is a ``sleep``
@@ -19,9 +29,12 @@ available here): every link has zero added latency, so results are optimistic wh
 trips matter (matchmaking, per-part request/response, TCP slow start after idle).
 
 Teardown always runs: ``Testbed`` is a context manager that also tears down from ``atexit`` and on
-SIGTERM/SIGHUP (turned into ``SystemExit`` so ``finally`` blocks run); after a ``kill -9`` of the
-harness, :func:`clean` (``swarm bench clean``) removes every ``csw-`` namespace and the processes
-inside it. Creating namespaces needs root: :func:`require_root` says so, with no fallback.
+SIGTERM/SIGHUP (turned into ``SystemExit`` so ``finally`` blocks run; later signals are ignored so
+they cannot cut the teardown short). After a ``kill -9`` of the harness, its *janitor* does it: a
+small process in its own session, started with the testbed, that waits for the harness to die and
+then removes the testbed's namespaces and the processes inside (``python -m benchmarks.netns
+janitor TAG PID``). :func:`clean` (``swarm bench clean``) removes every ``csw-`` namespace left by
+anything else. Creating namespaces needs root: :func:`require_root` says so, with no fallback.
 
 :class:`Topology` only *builds* the ``ip``/``tc`` command lists (pure, unit-tested without root);
 :class:`Testbed` runs them. :class:`LoopbackBed` has the same interface on 127.0.0.1 with no
@@ -40,15 +53,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+
+from node.lifeline import die_with_parent, unwind_on_signals
 
 __all__ = ["PREFIX", "SUBNET", "LoopbackBed", "Testbed", "Topology", "clean", "measure_goodput", "require_root", "tbf_args"]
 
 logger = logging.getLogger(__name__)
 
+REPO = Path(__file__).resolve().parents[1]
 PREFIX = "csw-"
 SUBNET = "10.213.0"  # a /24: nodes .1 .. .N, the hub's bridge .254
 HUB_HOST = 254
+HOME_WAN_BASE = 100  # router j's bridge address is SUBNET.(100 + j)
+HOME_SUBNET = "10.214"  # home j's LAN is 10.214.j.0/24
 BRIDGE = "br0"
 NODE_IF = "veth0"
 TCP_FRAMING = 1448 / 1514  # TCP payload per Ethernet frame at MTU 1500 (timestamps on): goodput bound / tbf rate
@@ -60,8 +78,8 @@ class NeedsRootError(RuntimeError):
     """Namespaces and ``tc`` need root (or CAP_NET_ADMIN and CAP_SYS_ADMIN)."""
 
 
-def require_root() -> None:
-    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+def require_root(nat: bool = False) -> None:
+    missing = [tool for tool in ("ip", "tc") + (("nft",) if nat else ()) if shutil.which(tool) is None]
     if missing:
         raise NeedsRootError(f"the shaped-link testbed needs iproute2 ({', '.join(missing)} not found)")
     if os.geteuid() != 0:
@@ -85,10 +103,13 @@ class Topology:
     nodes: int
     up_mbit: float | None = None
     down_mbit: float | None = None
+    homes: int = 0  # nodes behind their own NAT router (namespaces r<j>, h<j>)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.nodes <= 250:
-            raise ValueError("1..250 nodes fit on the /24")
+        if not 1 <= self.nodes <= 99:
+            raise ValueError("1..99 public nodes fit below the routers' addresses")
+        if not 0 <= self.homes <= 99:
+            raise ValueError("0..99 home nodes")
         if not self.tag or not self.tag.isalnum() or len(self.tag) > 8:
             raise ValueError("tag: 1..8 letters or digits (it goes into namespace names)")
         for cap in (self.up_mbit, self.down_mbit):
@@ -114,9 +135,71 @@ class Topology:
     def hub_addr(self) -> str:
         return f"{SUBNET}.{HUB_HOST}"
 
+    def router(self, j: int) -> str:
+        return f"{PREFIX}{self.tag}-r{j}"
+
+    def home(self, j: int) -> str:
+        return f"{PREFIX}{self.tag}-h{j}"
+
+    @staticmethod
+    def router_wan_addr(j: int) -> str:
+        return f"{SUBNET}.{HOME_WAN_BASE + j}"
+
+    @staticmethod
+    def home_addr(j: int) -> str:
+        return f"{HOME_SUBNET}.{j}.2"
+
     @property
     def namespaces(self) -> list[str]:
-        return [self.hub] + [self.ns(i) for i in range(1, self.nodes + 1)]
+        homes = [ns for j in range(1, self.homes + 1) for ns in (self.router(j), self.home(j))]
+        return [self.hub] + [self.ns(i) for i in range(1, self.nodes + 1)] + homes
+
+    @staticmethod
+    def nat_ruleset() -> str:
+        """The home router's nftables rules: masquerade on the way out; forward replies back in and
+        new connections only from the LAN (the stateful filter of every home router)."""
+        return (
+            "table ip csw_nat {\n"
+            "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; oifname \"wan0\" masquerade; }\n"
+            "  chain forward { type filter hook forward priority filter; policy drop;\n"
+            "    ct state established,related accept\n"
+            "    iifname \"lan0\" oifname \"wan0\" accept\n"
+            "  }\n"
+            "  chain input { type filter hook input priority filter; policy drop;\n"
+            "    ct state established,related accept\n"
+            "    iifname { \"lo\", \"lan0\" } accept\n"
+            "  }\n"
+            "}\n"
+        )
+
+    def home_commands(self) -> list[list[str]]:
+        hub, cmds = self.hub, []
+        for j in range(1, self.homes + 1):
+            r, h, lan = self.router(j), self.home(j), f"{HOME_SUBNET}.{j}"
+            cmds += [
+                ["ip", "netns", "add", r],
+                ["ip", "netns", "add", h],
+                ["ip", "-n", r, "link", "set", "lo", "up"],
+                ["ip", "-n", h, "link", "set", "lo", "up"],
+                ["ip", "-n", hub, "link", "add", f"vr{j}", "type", "veth", "peer", "name", "wan0", "netns", r],
+                ["ip", "-n", hub, "link", "set", f"vr{j}", "master", BRIDGE],
+                ["ip", "-n", hub, "link", "set", f"vr{j}", "up"],
+                ["ip", "-n", r, "addr", "add", f"{self.router_wan_addr(j)}/24", "dev", "wan0"],
+                ["ip", "-n", r, "link", "set", "wan0", "up"],
+                ["ip", "-n", r, "link", "add", "lan0", "type", "veth", "peer", "name", NODE_IF, "netns", h],
+                ["ip", "-n", r, "addr", "add", f"{lan}.1/24", "dev", "lan0"],
+                ["ip", "-n", r, "link", "set", "lan0", "up"],
+                ["ip", "-n", h, "addr", "add", f"{self.home_addr(j)}/24", "dev", NODE_IF],
+                ["ip", "-n", h, "link", "set", NODE_IF, "up"],
+                ["ip", "-n", h, "route", "add", "default", "via", f"{lan}.1"],
+                ["ip", "netns", "exec", r, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+                ["ip", "netns", "exec", r, "nft", "-f", "-"],  # the ruleset comes on stdin (see Testbed)
+            ]
+            if self.up_mbit is not None:
+                cmds.append(["tc", "-n", r, "qdisc", "add", "dev", "wan0", "root", *tbf_args(self.up_mbit)])
+            if self.down_mbit is not None:
+                cmds.append(["tc", "-n", hub, "qdisc", "add", "dev", f"vr{j}", "root", *tbf_args(self.down_mbit)])
+        return cmds
 
     def setup_commands(self) -> list[list[str]]:
         hub = self.hub
@@ -147,7 +230,7 @@ class Topology:
                 cmds.append(["tc", "-n", ns, "qdisc", "add", "dev", NODE_IF, "root", *tbf_args(self.up_mbit)])
             if self.down_mbit is not None:
                 cmds.append(["tc", "-n", hub, "qdisc", "add", "dev", hif, "root", *tbf_args(self.down_mbit)])
-        return cmds
+        return cmds + self.home_commands()
 
     def shape_commands(self, up_mbit: float | None, down_mbit: float | None) -> list[list[str]]:
         """Set (``tbf``) or lift (None) every node's caps on a running testbed."""
@@ -161,7 +244,7 @@ class Topology:
         return cmds
 
     def teardown_commands(self) -> list[list[str]]:
-        """Node namespaces first (their veths go with them), then the hub."""
+        """Homes, routers and nodes first (their veths go with them), then the hub."""
         return [["ip", "netns", "del", ns] for ns in reversed(self.namespaces)]
 
 
@@ -169,7 +252,11 @@ class Topology:
 
 
 def _run(cmd: Sequence[str]) -> None:
-    subprocess.run(list(cmd), check=True, capture_output=True, text=True, timeout=20)
+    stdin = Topology.nat_ruleset() if list(cmd[-3:]) == ["nft", "-f", "-"] else None
+    try:
+        subprocess.run(list(cmd), check=True, capture_output=True, text=True, timeout=20, input=stdin)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {(e.stderr or '').strip()[:300]}") from None
 
 
 def _list_namespaces() -> list[str]:
@@ -254,21 +341,26 @@ class Testbed:
         self.topo = topo
         self._runner = runner
         self._anchor: subprocess.Popen[bytes] | None = None
+        self._janitor: subprocess.Popen[bytes] | None = None
         self._up = False
-        self._old_handlers: dict[int, Any] = {}
+        self._restore_signals: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> Testbed:
-        require_root()
+        require_root(nat=self.topo.homes > 0)
         atexit.register(self.teardown)
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            self._old_handlers[sig] = signal.signal(sig, _raise_exit)
+        # SIGTERM/SIGHUP unwind (once), so teardown runs; SIGINT stays the caller's (KeyboardInterrupt unwinds too)
+        self._restore_signals = unwind_on_signals(lambda signum: SystemExit(128 + signum), (signal.SIGTERM, signal.SIGHUP))
         self._up = True  # from the first command on: a partial set-up is torn down too
         try:
             for cmd in self.topo.setup_commands():
                 self._runner(cmd)
             self._anchor = subprocess.Popen(["ip", "netns", "exec", self.topo.hub, "sleep", "infinity"],
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=die_with_parent(signal.SIGKILL))
+            self._janitor = subprocess.Popen([sys.executable, "-m", "benchmarks.netns", "janitor", self.topo.tag, str(os.getpid())],
+                                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO,
+                                             env={**os.environ, "PYTHONPATH": str(REPO)})
             deadline = time.monotonic() + 5
             while self.topo.hub_if(1) not in self._net_dev_safe():
                 if time.monotonic() > deadline:
@@ -293,11 +385,14 @@ class Testbed:
         for cmd in self.topo.teardown_commands():
             try:
                 self._runner(cmd)
-            except subprocess.CalledProcessError:
+            except (subprocess.CalledProcessError, RuntimeError):
                 pass  # a set-up that failed half-way has fewer namespaces
-        for sig, old in self._old_handlers.items():
-            signal.signal(sig, old)
-        self._old_handlers.clear()
+        if self._janitor is not None:  # nothing left for it to do
+            self._janitor.kill()
+            self._janitor.wait(5)
+        if self._restore_signals is not None:
+            self._restore_signals()
+            self._restore_signals = None
         atexit.unregister(self.teardown)
 
     # ------------------------------------------------------------ using it
@@ -312,6 +407,10 @@ class Testbed:
 
     def prefix(self, i: int) -> list[str]:
         return ["ip", "netns", "exec", self.topo.ns(i)]
+
+    def home_prefix(self, j: int) -> list[str]:
+        """Run a process on home machine ``j`` (behind its NAT router)."""
+        return ["ip", "netns", "exec", self.topo.home(j)]
 
     def hub_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.topo.hub]
@@ -367,10 +466,6 @@ class LoopbackBed:
         pass  # loopback is never shaped
 
 
-def _raise_exit(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 # ---------------------------------------------------------------------------------------- goodput
 
 _RECEIVER = r"""
@@ -424,3 +519,23 @@ def measure_goodput(bed: Testbed, src: int, dst: int, nbytes: int = 2_000_000, p
     if result["bytes"] != nbytes or result["seconds"] <= 0:
         raise RuntimeError(f"goodput transfer incomplete: {result}")
     return result["bytes"] * 8 / result["seconds"] / 1e6
+
+
+# ---------------------------------------------------------------------------------------- janitor
+
+
+def janitor(tag: str, owner: int, poll_s: float = 0.2) -> list[str]:
+    """Wait until process ``owner`` is gone, then remove testbed ``tag``'s namespaces and what runs inside."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    while _alive(owner):
+        time.sleep(poll_s)
+    return clean(f"{PREFIX}{tag}-")
+
+
+if __name__ == "__main__":  # python -m benchmarks.netns janitor TAG PID
+    if len(sys.argv) != 4 or sys.argv[1] != "janitor":
+        sys.exit("usage: python -m benchmarks.netns janitor TAG PID")
+    removed = janitor(sys.argv[2], int(sys.argv[3]))
+    if removed:
+        print(f"janitor: the testbed's owner died; removed {', '.join(removed)}", file=sys.stderr)

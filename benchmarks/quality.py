@@ -16,7 +16,9 @@ every number. Each round, as ``node.trainer.Trainer`` does it:
    average goes through the downlink (``compress_down`` then ``extract``) and every member gets
    exactly that;
 4. the outer step: torch SGD with Nesterov momentum on an fp32 copy of the global parameters;
-   replicas restart from it. Validation bits per byte of the global model after every round.
+   replicas restart from it.
+Steps 1, 2 and 4 are ``node.diloco``'s functions, the very ones the trainer calls. Validation bits
+per byte of the global model after every round.
 
 References at the same token budget: "DiLoCo none" (no compression), and the data-parallel
 baseline: one model, AdamW, batches of k x B sequences (one batch from each replica's stream),
@@ -51,10 +53,15 @@ from benchmarks.suites.charts import line_chart
 from node.averaging import WireCodec, make_codec
 from node.codecs import CODECS, ErrorFeedback, quantize_roundtrip
 from node.data import ByteSampler, Corpus, evaluate_bpb, load_corpus
+from node.diloco import inner_optimizer, inner_step, outer_optimizer, outer_step, pseudo_gradient, warmup_lr
 from node.model import GPT, PRESETS
+from node.robust import MemberStats, aggregate
 from protocol import Hyperparameters, ModelSpec
 
-__all__ = ["MODELS", "QualityConfig", "all_reduce", "build_parser", "deterministic", "main", "run_all", "run_baseline", "run_diloco", "summarize"]
+__all__ = [
+    "MODELS", "QualityConfig", "all_reduce", "build_parser", "deterministic", "main", "run_all", "run_baseline", "run_diloco",
+    "summarize",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,23 +110,6 @@ def deterministic(threads: int = 1) -> Iterator[None]:
         torch.set_num_threads(old_threads)
 
 
-def train_step(model: GPT, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, step: int, hp: Hyperparameters) -> float:
-    """One inner step exactly as ``Trainer.inner_phase`` takes it."""
-    lr = hp.inner_lr * min(1.0, (step + 1) / max(1, hp.warmup_steps))
-    for group in opt.param_groups:
-        group["lr"] = lr
-    _, loss = model(x, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip)
-    opt.step()
-    return loss.item()
-
-
-def _adamw(model: GPT, hp: Hyperparameters) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=hp.inner_lr, weight_decay=hp.weight_decay, betas=(0.9, 0.95))
-
-
 def _samplers(cfg: QualityConfig, corpus: Corpus) -> list[ByteSampler]:
     return [ByteSampler.for_node(corpus.train, cfg.spec.block_size, cfg.hp.batch_size, f"quality-{cfg.seed}", f"replica-{i}")
             for i in range(cfg.replicas)]
@@ -151,6 +141,7 @@ class Exchange:
     up_sq: float = 0.0
     down_sq_err: float = 0.0
     down_sq: float = 0.0
+    stats: list[list[MemberStats]] = field(default_factory=list)  # robust: [reducer][sender]
 
 
 def _payload(wire: WireCodec, msg: Any) -> int:
@@ -158,19 +149,24 @@ def _payload(wire: WireCodec, msg: Any) -> int:
 
 
 @torch.no_grad()
-def all_reduce(wire: WireCodec, inputs: list[list[torch.Tensor]], weights: list[float]) -> Exchange:
-    """The exact-average butterfly of ``node.averaging.ExactAverageRunner`` between in-process members."""
+def all_reduce(wire: WireCodec, inputs: list[list[torch.Tensor]], weights: list[float], aggregation: str = "mean") -> Exchange:
+    """The exact-average butterfly of ``node.averaging.ExactAverageRunner`` between in-process members.
+
+    With a robust ``aggregation`` each reducer combines the parts it received with
+    ``node.robust.aggregate`` (as ``RobustPartReducer`` does), and ``Exchange.stats[j]`` holds what
+    reducer j saw of each sender."""
     from hivemind.averaging.partition import TensorPartContainer
     from hivemind.compression import CompressionInfo
 
     k = len(inputs)
     shares = [TensorPartContainer(x, [1.0] * k, compression=wire) for x in inputs]  # hivemind's own cut
     ex = Exchange(averaged=[], sent=[0] * k)
+    ex.stats = [[MemberStats() for _ in range(k)] for _ in range(k)]
     parts_out = []
     for j in range(k):  # reducer j
         own = [c.get_raw_input_parts(j) for c in shares]
         for p in range(len(own[j])):
-            acc, denominator = torch.zeros_like(own[j][p]), 0.0
+            received = []
             for s in range(k):
                 part = own[s][p]
                 if s != j:  # remote sender: through the uplink
@@ -179,13 +175,21 @@ def all_reduce(wire: WireCodec, inputs: list[list[torch.Tensor]], weights: list[
                     ex.sent[s] += size
                     ex.up_bytes += size
                     ex.up_values += part.numel()
-                    received = wire.extract(msg)
-                    ex.up_sq_err += float((received - part).square().sum())
+                    decoded = wire.extract(msg)
+                    ex.up_sq_err += float((decoded - part).square().sum())
                     ex.up_sq += float(part.square().sum())
-                    part = received
-                acc.add_(part, alpha=weights[s])  # hivemind's TensorPartReducer
-                denominator += weights[s]
-            acc.div_(denominator)
+                    part = decoded
+                received.append(part)
+            if aggregation == "mean":  # hivemind's TensorPartReducer, operation for operation
+                acc, denominator = torch.zeros_like(own[j][p]), 0.0
+                for s in range(k):
+                    acc.add_(received[s], alpha=weights[s])
+                    denominator += weights[s]
+                acc.div_(denominator)
+            else:
+                acc, seen = aggregate(received, weights, aggregation)
+                for s, (ratio, norm, kept, capped) in enumerate(seen):
+                    ex.stats[j][s].add(ratio, norm, kept, capped)
             msg = wire.compress_down(acc)
             size = _payload(wire, msg)
             ex.sent[j] += (k - 1) * size
@@ -214,13 +218,14 @@ def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: fl
     torch.manual_seed(cfg.seed)  # round 0: every replica starts from the same weights
     global_model = GPT(cfg.spec)  # holds the global parameters for evaluation
     global_params = [p.detach().float().clone() for p in global_model.parameters()]
-    # torch refuses Nesterov without momentum; momentum 0 is plain SGD either way
-    outer = torch.optim.SGD(global_params, lr=lr, momentum=momentum, nesterov=momentum > 0)
+    outer = outer_optimizer(global_params, lr, momentum)
     models = [copy.deepcopy(global_model) for _ in range(k)]  # deepcopy keeps the tied embedding tied
-    opts = [_adamw(m, hp) for m in models]
+    opts = [inner_optimizer(m.parameters(), hp) for m in models]
     samplers, steps_each = _samplers(cfg, corpus), cfg.steps_per_replica()
     tokens_each = [s * hp.batch_size * cfg.spec.block_size for s in steps_each]
-    ef = [ErrorFeedback(wire.codec, [p.shape for p in global_params]) for _ in range(k)] if wire.codec.error_feedback and k > 1 else None
+    ef = None
+    if wire.codec.error_feedback and k > 1:
+        ef = [ErrorFeedback(wire.codec, [p.shape for p in global_params]) for _ in range(k)]
     run = _new_run(codec_name, cfg, global_model, corpus.val)
     run.update(sent_per_round=[], bytes_per_value_up=[], bytes_per_value_down=[], up_rel_err=[], down_rel_err=[])
     ef_sums: dict[str, Any] = {}  # replica 0: sums over rounds of true, sent and plainly quantized pseudo-gradients
@@ -230,10 +235,10 @@ def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: fl
         for i in range(k):
             for _ in range(steps_each[i]):
                 x, y = samplers[i].batch()
-                losses.append(train_step(models[i], opts[i], x, y, steps_done[i], hp))
+                loss = inner_step(models[i], opts[i], x, y, lr=warmup_lr(hp, steps_done[i]), grad_clip=hp.grad_clip)
+                losses.append(loss.item())
                 steps_done[i] += 1
-            with torch.no_grad():
-                pseudo = [g - p.detach().float() for g, p in zip(global_params, models[i].parameters())]
+            pseudo = pseudo_gradient(global_params, models[i].parameters())
             if ef is not None:
                 sent = ef[i].apply(pseudo)
                 if i == 0:
@@ -242,7 +247,7 @@ def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: fl
                         ef_sums[key] = ef_sums.get(key, 0) + _flat(vec)
                 pseudo = sent
             pseudo_all.append(pseudo)
-        if k == 1:  # alone, the node steps with its own pseudo-gradient (Trainer.average)
+        if k == 1:  # alone, the node steps with its own pseudo-gradient (as the trainer does with no peer)
             averaged, sent_bytes = pseudo_all[0], [0]
         else:
             ex = all_reduce(wire, pseudo_all, [float(max(t, 1)) for t in tokens_each])
@@ -251,10 +256,7 @@ def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: fl
             run["bytes_per_value_down"].append(ex.down_bytes / sum(g.numel() for g in global_params))
             run["up_rel_err"].append(math.sqrt(ex.up_sq_err / max(ex.up_sq, 1e-30)))
             run["down_rel_err"].append(math.sqrt(ex.down_sq_err / max(ex.down_sq, 1e-30)))
-        for g, delta in zip(global_params, averaged):
-            g.grad = delta
-        outer.step()
-        outer.zero_grad(set_to_none=True)
+        outer_step(outer, averaged)
         with torch.no_grad():
             for m in [global_model, *models]:
                 for p, g in zip(m.parameters(), global_params):
@@ -284,14 +286,15 @@ def run_baseline(cfg: QualityConfig, corpus: Corpus) -> dict[str, Any]:
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.spec)
-    opt, samplers = _adamw(model, cfg.hp), _samplers(cfg, corpus)
+    opt, samplers = inner_optimizer(model.parameters(), cfg.hp), _samplers(cfg, corpus)
     run = _new_run("baseline", cfg, model, corpus.val)
     steps_per_round = sum(cfg.steps_per_replica()) // cfg.replicas
     for r in range(cfg.rounds):
         losses = []
         for s in range(steps_per_round):
             xs, ys = zip(*(sampler.batch() for sampler in samplers))
-            losses.append(train_step(model, opt, torch.cat(xs), torch.cat(ys), r * steps_per_round + s, cfg.hp))
+            lr = warmup_lr(cfg.hp, r * steps_per_round + s)
+            losses.append(inner_step(model, opt, torch.cat(xs), torch.cat(ys), lr=lr, grad_clip=cfg.hp.grad_clip).item())
         run["train_loss"].append(sum(losses) / len(losses))
         run["tokens"].append(run["tokens"][-1] + steps_per_round * cfg.replicas * cfg.hp.batch_size * cfg.spec.block_size)
         run["val_bpb"].append(_evaluate(model, cfg, corpus.val))
@@ -476,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "swarm bench quality " + " ".join(sys.argv[1:] if argv is None else argv),
         "config": {**asdict(cfg), "params": params, "steps_per_replica": cfg.steps_per_replica(),
                    "tokens": cfg.rounds * cfg.tokens_per_round, "corpus": corpus.fingerprint},
-        "eval": {"batches": cfg.eval_batches, "windows": 16 * cfg.eval_batches, "bytes": 16 * cfg.eval_batches * cfg.spec.block_size,
+        "eval": {"batches": cfg.eval_batches, "windows": 16 * cfg.eval_batches,
+                 "bytes": 16 * cfg.eval_batches * cfg.spec.block_size,
                  "alt": "final model also on the same bytes rotated by half (final_bpb_alt): another set of windows"},
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads_per_job": 1, "jobs": args.jobs},
         "runs": runs,

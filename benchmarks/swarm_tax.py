@@ -28,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.demo import DemoSwarm, _start_coordinator, free_port  # noqa: E402
+from node.config import NodeConfig  # noqa: E402
+from node.launcher import SwarmLauncher, loopback_round_tokens  # noqa: E402
+from node.manifests import manifest_from_flags  # noqa: E402
 
 BYTES_PER_PARAM = {"none": 4.0, "fp16": 2.0, "int8": 1.0 + 1032 / 524288}  # hivemind's codecs (int8: codebook per part)
 
@@ -36,14 +38,14 @@ BYTES_PER_PARAM = {"none": 4.0, "fp16": 2.0, "int8": 1.0 + 1032 / 524288}  # hiv
 def run_swarm(workdir: Path, nodes: int, seconds: float, codec: str, round_tokens: int, algorithm: str = "diloco") -> list[dict]:
     workdir.mkdir(parents=True, exist_ok=True)
     run_id = f"bench-{nodes}-{codec}-{int(time.time())}"
-    coord, url = _start_coordinator(workdir, free_port(), run_id, round_tokens, "tiny", codec, algorithm)
+    manifest = manifest_from_flags(NodeConfig(run_id=run_id, round_tokens=round_tokens, codec=codec, algorithm=algorithm))
+    with SwarmLauncher(workdir) as swarm:
+        swarm.start_coordinator(manifest)
+        swarm.start(nodes)
+        time.sleep(seconds)
+        swarm.stop()  # the nodes flush their outboxes, then the coordinator stops
+    db = sqlite3.connect(workdir / "ledger.sqlite3")
     try:
-        with DemoSwarm(workdir, coordinator_url=url) as swarm:
-            swarm.start(nodes)
-            time.sleep(seconds)
-            swarm.stop()
-        time.sleep(1.0)
-        db = sqlite3.connect(workdir / "ledger.sqlite3")
         rows = db.execute(
             "SELECT r.peer_id, r.round, r.tokens, r.compute_s, r.wall_s, r.bytes_sent, r.bytes_received, r.payload_bytes, r.ok,"
             # the ledger stores what a reporter saw the *other* members claim: group size = that + 1
@@ -51,8 +53,7 @@ def run_swarm(workdir: Path, nodes: int, seconds: float, codec: str, round_token
             " FROM reports r ORDER BY r.received_at"
         ).fetchall()
     finally:
-        coord.terminate()
-        coord.wait(10)
+        db.close()
     keys = ["peer", "round", "tokens", "compute_s", "wall_s", "bytes_sent", "bytes_received", "payload_bytes", "ok", "group"]
     return [dict(zip(keys, r)) for r in rows]
 
@@ -92,10 +93,11 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--codec", default="fp16", choices=sorted(BYTES_PER_PARAM))
-    ap.add_argument("--round-tokens", type=int, default=60_000)
+    ap.add_argument("--round-tokens", type=int, default=None, help="default: the loopback default for --nodes")
     ap.add_argument("--algorithm", default="diloco", choices=["diloco", "diloco-overlap"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    args.round_tokens = args.round_tokens or loopback_round_tokens(args.nodes)
     work = Path(tempfile.mkdtemp(prefix="capaswarm-tax-"))
     solo = run_swarm(work / "solo", 1, args.seconds, args.codec, args.round_tokens // args.nodes)
     swarm = run_swarm(work / "swarm", args.nodes, args.seconds, args.codec, args.round_tokens, args.algorithm)
@@ -110,7 +112,8 @@ def main() -> int:
     print("| setting | tokens/s per node | compute utilization | rounds ok |")
     print("|---|---|---|---|")
     print(f"| 1 node alone | {s['tokens_per_s']:,.0f} | {s['utilization']:.3f} | {s['rounds_ok']} |")
-    print(f"| {args.nodes}-node swarm, {args.codec}, {args.algorithm} | {w['tokens_per_s_per_node']:,.0f} | {w['utilization']:.3f} | {w['rounds_ok']} |")
+    print(f"| {args.nodes}-node swarm, {args.codec}, {args.algorithm} | {w['tokens_per_s_per_node']:,.0f} "
+          f"| {w['utilization']:.3f} | {w['rounds_ok']} |")
     if "bytes_vs_bound" in w:
         b = w["bytes_vs_bound"]
         print(f"\nbytes sent per node per round / (2(G-1)/G x compressed payload): median {b['median']:.4f} "

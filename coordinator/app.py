@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -16,12 +17,17 @@ from aiohttp import web
 from .config import CoordinatorConfig
 from .hub import Hub
 from .ingest import Ingestor
-from .keys import CONFIG, HUB, INGESTOR, METRICS, STORE
+from .keys import CONFIG, HUB, INGESTOR, JOIN, METRICS, PEERBOOK, PLANNING, RUN_KEY, STORE
 from .metrics import Metrics
+from .plans import Planning
 from .routes import setup_routes
+from .peerbook import PeerBook, run_probe
+from .runkey import join_info, load_or_create_run_key
 from .store import Store
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_app"]
+
+logger = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -45,21 +51,40 @@ def create_app(config: CoordinatorConfig, *, clock: Callable[[], float] = time.t
     app = web.Application(client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[METRICS] = Metrics()
+    app[RUN_KEY] = load_or_create_run_key(config.run_key_file)
+    app[PLANNING] = planning = Planning(config, app[RUN_KEY])
+    scheme = "https" if config.tls_cert else "http"
+    app[JOIN] = join_info(config.public_url or f"{scheme}://{config.host}:{config.port}", app[RUN_KEY].peer_id)
+    config.check_initial_checkpoint()
 
     async def services(app: web.Application) -> AsyncIterator[None]:
-        store = Store(config.db_path)
-        ingestor = Ingestor(store, config, app[METRICS], clock=clock)
-        hub = Hub(store, ingestor, config, app[METRICS], clock=clock)
+        store = Store(
+            config.db_path, round_lead=config.max_round_lead, round_lag=config.max_round_lag,
+            start_round=config.start_round,
+        )
+        planning.restore(store.budget_changes(), store.last_plan_envelope())
+        ingestor = Ingestor(store, config, app[METRICS], clock=clock, is_standby=planning.is_standby)
+        hub = Hub(store, ingestor, config, app[METRICS], clock=clock, planning=planning)
+        hub.join = app[JOIN]
+        app[PEERBOOK] = PeerBook(
+            prober=lambda maddrs: run_probe(config.dialback_command, maddrs, config.dialback_timeout_s),
+            clock=clock, concurrency=config.dialback_concurrency, recheck_s=config.dialback_recheck_s,
+            retry_s=config.dialback_retry_s, fresh_s=config.thresholds.stale_after_s, listed=config.peers_served,
+        )
         ingestor.on_commit = hub.mark_dirty
         await ingestor.start()
         app[STORE], app[INGESTOR], app[HUB] = store, ingestor, hub
-        await hub.refresh()
+        try:
+            await hub.refresh()
+        except Exception:  # the service starts on any ledger it wrote; the loop retries the build
+            logger.exception("could not build the first snapshot")
         task = asyncio.create_task(hub.run(), name="snapshot-loop")
         yield
         hub.close()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await app[PEERBOOK].close()
         await ingestor.close()
         hub.shutdown_executor()
         store.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol import Hardware
 
@@ -51,6 +52,20 @@ class PriceTable:
     default_gpu_watts: float = 300.0  # a GPU model missing from ``gpu_watts``
     gpu_usd_per_hour: dict[str, float] = field(default_factory=dict)  # market $/h per accelerator
     cpu_usd_per_hour: float = 0.01  # whole CPU node, flat
+
+    @classmethod
+    def from_toml(cls, data: dict[str, Any], electricity: float | None = None) -> PriceTable:
+        """From a parsed TOML price table (see docs/coordinator.md); missing keys keep the defaults."""
+        base = cls()
+        return cls(
+            electricity_usd_per_kwh=float(
+                electricity if electricity is not None else data.get("electricity_usd_per_kwh", base.electricity_usd_per_kwh)
+            ),
+            gpu_watts={**base.gpu_watts, **{k: float(v) for k, v in data.get("gpu_watts", {}).items()}},
+            default_gpu_watts=float(data.get("default_gpu_watts", base.default_gpu_watts)),
+            gpu_usd_per_hour={k: float(v) for k, v in data.get("gpu_usd_per_hour", {}).items()},
+            cpu_usd_per_hour=float(data.get("cpu_usd_per_hour", base.cpu_usd_per_hour)),
+        )
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from protocol import ContributionReport, Heartbeat, RemoteProtocolError, open_envelope
+from protocol import ContributionReport, Heartbeat, OutlierReport, RemoteProtocolError, open_envelope, pack, unpack
 
 from .config import CoordinatorConfig
 from .ledger import RateLimiter, Reject, check_message, reject_from_protocol
 from .metrics import Metrics
-from .store import Incoming, Outcome, Store
+from .plausibility import check_numbers
+from .store import Incoming, Outcome, StorageFailure, Store
 
 __all__ = ["Ingestor", "StorageUnavailable"]
 
@@ -46,19 +47,27 @@ class Ingestor:
         *,
         clock: Callable[[], float] = time.time,
         on_commit: Callable[[], None] = lambda: None,
+        is_standby: Callable[[str, int], bool] = lambda peer_id, round_: False,
     ) -> None:
         self.store, self.config, self.metrics, self.clock = store, config, metrics, clock
         self.on_commit = on_commit
+        self.is_standby = is_standby  # plans.Planning.is_standby: the plan's rule for a report
         self.rejections: Counter[str] = Counter()
         self.recent_rejections: deque[dict[str, Any]] = deque(maxlen=config.events_listed)
         self.version = 0  # bumped after every commit that stored something
         self._limiter = RateLimiter(config.rate_per_s, config.rate_burst)
+        self._ip_limiter = RateLimiter(config.ip_rate_per_s, config.ip_rate_burst)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-writer")
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._writer(), name="ledger-writer")
+
+    @property
+    def running(self) -> bool:
+        """The writer task is alive: accepted reports reach the ledger."""
+        return self._task is not None and not self._task.done()
 
     async def close(self) -> None:
         """Finish what is queued, then stop the writer."""
@@ -85,7 +94,11 @@ class Ingestor:
         logger.log(level, "rejected a message: %s (peer %s)", rejection, rejection.peer_id or "unknown")
         return rejection
 
-    async def submit(self, body: bytes) -> tuple[str, ContributionReport | Heartbeat]:
+    def allow_ip(self, address: str) -> bool:
+        """The per-IP token bucket, taken before a body is read or a signature checked."""
+        return self._ip_limiter.allow(address, self.clock())
+
+    async def submit(self, body: bytes) -> tuple[str, ContributionReport | Heartbeat | OutlierReport]:
         """Accept ``body`` into the ledger: return ``("accepted" | "duplicate", message)``.
 
         Raises :class:`Reject` (already counted) or :class:`StorageUnavailable`.
@@ -96,26 +109,38 @@ class Ingestor:
         except RemoteProtocolError as e:
             raise self.reject(reject_from_protocol(e)) from None
         message = envelope.message
-        assert isinstance(message, (ContributionReport, Heartbeat))  # MESSAGE_TYPES has just these
+        if not isinstance(message, (ContributionReport, Heartbeat, OutlierReport)):  # a plan, a DHT StateAnnouncement...
+            raise self.reject(Reject("unknown_kind", f"{envelope.kind!r} messages are not for the coordinator", envelope.sender))
         if not self._limiter.allow(envelope.sender, now):
             raise self.reject(Reject("rate_limited", "slow down and retry", envelope.sender))
+        config = self.config
         try:
             check_message(
-                message, run_id=self.config.run_id, now=now,
-                max_age_s=self.config.max_age_s, max_future_s=self.config.max_future_s,
+                message, run_id=config.run_id, now=now, max_age_s=config.max_age_s,
+                max_future_s=config.max_future_s, manifest_hash=config.manifest.content_hash,
             )
+            check_numbers(message, model=config.manifest.model, prices=config.prices, limits=config.limits)
         except Reject as rejection:
             raise self.reject(rejection) from None
+        stored, stripped = _without_unknown_fields(body, message)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((Incoming(body, hashlib.sha256(body).digest(), message, now), future))
+        standby = isinstance(message, ContributionReport) and self.is_standby(message.peer_id, message.round)
+        await self._queue.put((Incoming(stored, hashlib.sha256(body).digest(), message, now, standby, stripped), future))
         outcome = await future
         if isinstance(outcome, Reject):
             raise self.reject(outcome)
+        if isinstance(outcome, StorageFailure):
+            self.metrics.storage_failures.inc()
+            raise StorageUnavailable(f"ledger could not store this message: {outcome}"[:200])
         if outcome == "duplicate":
             self.metrics.duplicates.inc()
         else:
             self.metrics.accepted.labels(envelope.kind).inc()
         return outcome, message
+
+    async def run_in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the ledger's writer thread (the only thread that writes)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,3 +176,18 @@ class Ingestor:
         if any(outcome == "accepted" for outcome in outcomes):
             self.version += 1
             self.on_commit()
+
+
+def _without_unknown_fields(body: bytes, message: ContributionReport | Heartbeat | OutlierReport) -> tuple[bytes, bool]:
+    """The envelope to keep: ``body`` itself, or, when its payload carries fields this coordinator
+    does not know, the same envelope with the payload re-encoded from the known fields only.
+
+    Unknown fields are not stored verbatim: a peer could otherwise park kilobytes of anything in
+    the ledger with every report. The price is that a stripped envelope's signature no longer
+    verifies (``messages.stripped`` says which); nodes of this version never send such fields.
+    """
+    version, kind, sender, payload, signature = unpack(body, max_size=len(body))
+    known = pack(message.to_wire())
+    if known == payload:
+        return body, False
+    return pack([version, kind, sender, known, signature]), True

@@ -2,18 +2,23 @@
 
 The order a report goes through (``ingest.py`` drives it, ``store.py`` does the SQL)::
 
-    body size cap -> open_envelope (signature by the claimed peer id, then schema)
-      -> per-peer rate (TokenBucket) -> run id -> freshness -> replay by (peer, seq)
-      -> durable commit -> 200
+    per-IP rate (TokenBucket) -> body size cap -> open_envelope (signature by the claimed peer
+      id, then schema) -> per-peer rate -> run id, manifest hash -> freshness
+      -> numbers (plausibility.py) -> [writer thread, store.py] replay by (peer, seq)
+      -> seq order -> round window -> one claim per (peer, round) -> durable commit -> 200
 
 Every failure is one :class:`Reject` with a short ``reason`` (counted by reason in
 ``/api/v1/state`` and ``/metrics``) and the HTTP status it maps to. Reporters treat any 4xx but
 429 as final, so a status here is a promise: 4xx means "never send these bytes again".
 
-Cross-check rule (:func:`cross_check` is the reference; ``store.py`` applies it incrementally):
-a report's tokens are *confirmed* when at least one *other* member of its averaging group
-reported seeing the same peer claim exactly that many tokens in that round. A node alone in its
-group, or whose group saw another number, stays unconfirmed: shown and totalled, not trusted.
+Confirmation rule (:func:`cross_check` is the reference; ``store.py`` applies it incrementally):
+a claim is peer P's ok report for round r (at most one per (P, r)). A member M *confirms* it
+when M's own ok report for round r lists P with exactly P's claimed tokens, and P's report
+lists M in its group: the all-reduce included M as both of them saw it. With G the size of P's
+group as P reported it, the claim is confirmed when at least ``k = min(2, G - 1)`` distinct
+members confirm it; a node alone in its group (G = 1) is never confirmed. Unconfirmed tokens
+are shown and totalled, never credited or priced. What this does not stop (a group made
+only of one attacker's keys) is written down in docs/coordinator.md.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from protocol import ContributionReport, Heartbeat, RemoteProtocolError
+from protocol import ContributionReport, Heartbeat, OutlierReport, RemoteProtocolError
 
 __all__ = [
     "REASON_STATUS",
@@ -32,8 +37,12 @@ __all__ = [
     "check_message",
     "check_times",
     "classify_replay",
+    "clean_text",
     "cross_check",
+    "device_label",
     "display_name",
+    "group_size",
+    "needed_confirmations",
     "reject_from_protocol",
 ]
 
@@ -50,6 +59,16 @@ REASON_STATUS: dict[str, int] = {
     "implausible": 422,
     "replay_conflict": 409,
     "rate_limited": 429,
+    # issue 11: hostile input (plausibility.py bounds numbers; store.py checks order and claims)
+    "out_of_range": 422,  # an int outside 0..2**63-1
+    "implausible_tokens": 422,  # more tokens than the hardware can process in the reported time
+    "implausible_price": 422,  # a declared price over the cap
+    "round_out_of_window": 422,  # a round too far ahead of (or behind) the run's current round
+    "round_claimed": 409,  # this peer already claimed tokens for this round
+    "seq_rollback": 409,  # seq lower than one this peer already used
+    "wrong_manifest": 422,  # the report names another run manifest than this coordinator's
+    "ip_rate_limited": 429,  # per-IP token bucket, before any signature is checked
+    "too_many_streams": 429,  # per-IP (or global) limit on server-sent-event streams
 }
 
 
@@ -76,17 +95,22 @@ def reject_from_protocol(error: RemoteProtocolError) -> Reject:
 
 
 def check_message(
-    message: ContributionReport | Heartbeat,
+    message: ContributionReport | Heartbeat | OutlierReport,
     *,
     run_id: str,
     now: float,
     max_age_s: float,
     max_future_s: float,
+    manifest_hash: str = "",
 ) -> None:
-    """Run id and freshness. ``sent_at`` may lag ``now`` by ``max_age_s`` (reports re-sent
-    from an outbox after an outage) and lead it by ``max_future_s`` (clock skew)."""
+    """Run id, manifest hash and freshness. ``sent_at`` may lag ``now`` by ``max_age_s`` (reports
+    re-sent from an outbox after an outage) and lead it by ``max_future_s`` (clock skew). A message
+    without a manifest hash (nodes older than the field) is checked by run id alone."""
     if message.run_id != run_id:
         raise Reject("wrong_run", f"this coordinator serves run {run_id!r}", message.peer_id)
+    claimed = getattr(message, "manifest_hash", "")  # outlier reports carry none
+    if manifest_hash and claimed and claimed != manifest_hash:
+        raise Reject("wrong_manifest", f"this run's manifest is {manifest_hash[:12]}...", message.peer_id)
     if message.sent_at < now - max_age_s:
         raise Reject("stale", f"sent {now - message.sent_at:.0f} s ago, older than {max_age_s:.0f} s", message.peer_id)
     if message.sent_at > now + max_future_s:
@@ -150,24 +174,50 @@ class RateLimiter:
         return bucket.take(now)
 
 
+def group_size(r: ContributionReport) -> int:
+    """G: the members of ``r``'s all-reduce as ``r``'s sender saw them, itself included."""
+    return len({g.peer_id for g in r.group} | {r.peer_id})
+
+
+def needed_confirmations(group_size: int) -> int | None:
+    """k = min(2, G - 1); None when nobody can confirm (G = 1)."""
+    return None if group_size < 2 else min(2, group_size - 1)
+
+
 def cross_check(reports: Iterable[ContributionReport]) -> dict[tuple[str, int], bool]:
-    """Reference rule: for each ok report ``(peer_id, seq)``, whether another member confirms it."""
-    reports = [r for r in reports if r.ok]
-    seen: set[tuple[int, str, int]] = set()  # (round, member, tokens) claimed by someone else
-    for r in reports:
-        for claim in r.group:
-            if claim.peer_id != r.peer_id:
-                seen.add((r.round, claim.peer_id, claim.tokens))
-    return {(r.peer_id, r.seq): (r.round, r.peer_id, r.tokens) in seen for r in reports}
+    """Reference rule: for each ok report ``(peer_id, seq)``, whether it is confirmed.
+
+    Expects at most one ok report per (peer, round), as the ledger stores them."""
+    claims = {(r.round, r.peer_id): r for r in reports if r.ok}
+    result = {}
+    for (rnd, peer), r in claims.items():
+        members = {g.peer_id for g in r.group} - {peer}
+        confirmers = {
+            m for m in members
+            if (rnd, m) in claims and any(g.peer_id == peer and g.tokens == r.tokens for g in claims[(rnd, m)].group)
+        }
+        k = needed_confirmations(group_size(r))
+        result[(peer, r.seq)] = k is not None and len(confirmers) >= k
+    return result
 
 
 _NAME_MAX = 32
+_DEVICE_MAX = 64
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Peer-supplied text fit for display: NFKC-normalised, control and format characters (bidi
+    overrides included) removed, stripped, at most ``limit`` characters. Still untrusted: the
+    dashboard renders it with ``textContent`` only."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c)[0] != "C").strip()[:limit]
 
 
 def display_name(name: str, peer_id: str) -> str:
-    """A public name fit for display: NFKC-normalised, control and format characters removed,
-    at most 32 characters; the short peer id when empty. Still untrusted text: the dashboard
-    renders it with ``textContent`` only."""
-    name = unicodedata.normalize("NFKC", name)
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    return name[:_NAME_MAX] if name else peer_id[-8:]
+    """A public name: :func:`clean_text`, at most 32 characters; the short peer id when empty."""
+    return clean_text(name, _NAME_MAX) or peer_id[-8:]
+
+
+def device_label(device: str) -> str:
+    """A device string, cleaned like a name: at most 64 characters; ``"unknown"`` when empty."""
+    return clean_text(device, _DEVICE_MAX) or "unknown"

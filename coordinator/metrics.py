@@ -22,6 +22,9 @@ class Metrics:
         self.accepted = Counter("capaswarm_messages_accepted", "Messages stored in the ledger", ["kind"], registry=r)
         self.duplicates = Counter("capaswarm_messages_duplicate", "Byte-identical re-sends acknowledged again", registry=r)
         self.rejected = Counter("capaswarm_messages_rejected", "Messages refused, by reason", ["reason"], registry=r)
+        self.storage_failures = Counter(
+            "capaswarm_ledger_item_failures", "Valid messages the ledger could not write (answered 503)", registry=r,
+        )
         self.commit_seconds = Histogram(
             "capaswarm_ledger_commit_seconds", "Time to commit one batch to the ledger", registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),

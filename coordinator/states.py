@@ -4,6 +4,9 @@
 
     joining  seen (heartbeats), but no contribution report yet, or says it is joining
     online   heard from within ``stale_after_s``
+    paused   heard from, and says its work gate holds it back (schedule, busy, ``swarm ctl pause``,
+             standby): not training, not billed
+    standby  heard from, and says the signed cost plan has it on standby (not training, not billed)
     stale    silent for longer than ``stale_after_s`` (missed a few heartbeats)
     offline  silent for longer than ``offline_after_s``, or said it was leaving
 
@@ -22,8 +25,10 @@ __all__ = ["PeerState", "StateThresholds", "peer_state"]
 class PeerState(str, Enum):
     ONLINE = "online"
     JOINING = "joining"
+    PAUSED = "paused"
     STALE = "stale"
     OFFLINE = "offline"
+    STANDBY = "standby"  # appended: iteration order of the others is unchanged
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ def peer_state(*, last_seen: float, last_status: str, reports: int, now: float, 
         return PeerState.OFFLINE
     if silent_for > thresholds.stale_after_s:
         return PeerState.STALE
+    if last_status == "paused":
+        return PeerState.PAUSED
+    if last_status == "standby":
+        return PeerState.STANDBY
     if reports == 0 or last_status == "joining":
         return PeerState.JOINING
     return PeerState.ONLINE

@@ -2,25 +2,54 @@
 
 Map of this package:
 
-    cli.py        the ``swarm`` command: join, demo; delegates coordinator, sim, bench (no logic)
-    config.py     ``NodeConfig``: one typed settings tree (flags > SWARM_* env > TOML > defaults)
+    cli.py        the ``swarm`` command: join, ctl, demo; hands coordinator, sim, plan, bench on (no logic)
+    subcommands.py  other packages' ``swarm`` commands, found by entry point (``capaswarm.commands``)
+    config.py     ``NodeConfig``: one typed settings tree (flags > SWARM_* env > TOML > defaults); join flags come from it
     manifests.py  where the run manifest comes from: coordinator, file, or flags
+    bootstrap.py  from the coordinator: the run-key-signed manifest (pinned), bootstrap peers; JoinError
+    preflight.py  ``swarm join --check``: coordinator, manifest, version, reachability, memory, tokens/s
+    dialback.py   ``python -m node.dialback``: the coordinator's dial-back probe (py-libp2p, own process)
     daemon.py     ``Node``: identity, manifest, swarm, trainer, reporter, signals, status
     swarm.py      hivemind DHT, progress tracker, averager settings, manifest announcements
     averaging.py  the exact-average all-reduce (our runner subclass), wire codecs, byte counters
+    robust.py     robust aggregation of one part (norm clip, CenteredClip, trimmed mean) and outlier stats
+    group.py      checks on what group members gathered (tokens, state hash, round): drop the malformed
+    announce.py   signed state-hash announcements in the DHT; the majority hash a joiner accepts
     codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k) and error feedback; pure torch
     trainer.py    the DiLoCo loop (blocking or overlapped), state sync, checkpoints
+    diloco.py     the DiLoCo math, once: inner AdamW and its step, pseudo-gradient, outer Nesterov step; pure torch
+    ddp.py        ``--devices``: data-parallel inner steps over the node's local devices (one peer)
     sync.py       the ``--algorithm sync`` baseline: plain hivemind.Optimizer
     state.py      global state, its hash, atomic checkpoints
-    model.py      byte-level GPT and its presets
-    data.py       the stdlib corpus (or --data), per-node samplers, bits-per-byte evaluation
+    model.py      the GPT (GPT-2's exact architecture) and its presets
+    tokenizer.py  vocabularies: bytes, or a BPE trained locally with ``tokenizers``; tokenizer.json
+    export.py     the global model <-> the Hugging Face GPT-2 layout (safetensors, config, tokenizer)
+    modelcard.py  the export's README.md: run, validation curve, compute and $, contributors
+    generate.py   ``swarm generate``: sampling from an export or a state dir
+    certificates.py  attribution certificates checked offline (``swarm certificate verify``)
+    commands.py   ``swarm export | generate | certificate | data``: flags and one-line errors
+    data.py       the stdlib corpus (or --data), per-(run, peer, round) samplers, bits-per-byte evaluation
+    textfiles.py  text files found by content (UTF-8, no NUL; gzip/xz/zstd read), skips counted by reason
+    shards.py     ``swarm data prepare``: text files -> memory-mapped token shards (bounded memory)
+    initial.py    a run's initial checkpoint: find or fetch it, verify its sha256, load it
     reporter.py   signed reports -> on-disk outbox -> coordinator, with back-off
-    demo.py       ``swarm demo`` and ``DemoSwarm`` (also the tests' launcher)
+    gate.py       the work gate: may the node train now, and why not (schedule, busy, paused, standby)
+    ctl.py        ``swarm ctl``: the owner-only unix socket in the state dir, server and client
+    metrics.py    Prometheus ``/metrics`` of a node (``--metrics-port``), read at scrape time
+    planfollow.py the coordinator's cost plan: fetch, verify against the pinned run key, set "standby"
+    launcher.py   the one launcher: ``SwarmLauncher`` (``swarm join`` processes, placed by a hook: prefix,
+                  addresses), ``start_coordinator``; used by the demo, the tests and the benchmarks
+    demo.py       ``swarm demo``: a coordinator and N nodes on 127.0.0.1, progress lines, a JSON report
     faults.py     fault-injection seam for churn tests (``CAPASWARM_FAULT``)
-    runlog.py     logging: JSON lines off a terminal
+    lifeline.py   nothing outlives its launcher: parent-death signals, a watchdog in hivemind's forked helpers
     policies/     pure decision functions shared with ``sim`` (no torch, hivemind, I/O or clock)
 
-Allowed imports: protocol, node.policies, torch, hivemind, aiohttp (reporter only), the stdlib.
+Allowed imports: protocol, ops, node.policies, torch, hivemind, numpy (codecs, data, shards),
+pydantic-settings (config), aiohttp (reporter only), psutil (gate), prometheus_client (metrics),
+zstandard (textfiles), the stdlib; safetensors and tokenizers (export, initial, tokenizer, shards;
+tokenizers only where a BPE vocabulary is used); py-libp2p and trio in ``dialback`` only, which nothing
+imports (it cannot share an interpreter with hivemind).
+Never coordinator, sim or benchmarks (import-linter): their commands are entry points.
 This ``__init__`` stays empty on purpose: ``import node.policies`` (as ``sim`` does) must not
 pull in torch or hivemind.
 """

@@ -20,24 +20,31 @@ import asyncio
 import logging
 import math
 import multiprocessing as mp
+import queue
+import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import torch
 from hivemind.averaging import DecentralizedAverager
 from hivemind.averaging.allreduce import AllreduceException, AllReduceRunner, AveragingMode
-from hivemind.averaging.partition import BannedException, TensorPartContainer
+from hivemind.averaging.partition import BannedException, TensorPartContainer, TensorPartReducer
 from hivemind.compression import CompressionBase, CompressionInfo, deserialize_torch_tensor
 from hivemind.proto import averaging_pb2, runtime_pb2
-from hivemind.utils import get_dht_time
+from hivemind.p2p import PeerID
+from hivemind.utils import MPFuture, ValueWithExpiration, get_dht_time
+from hivemind.utils.streaming import combine_from_streaming
 from hivemind.utils.asyncio import aiter_with_timeout, amap_in_executor, as_aiter, attach_event_on_finished, azip
 
 from node import faults
-from node.codecs import PART_VALUES, Codec, decode_sparse, get_codec
+from node.codecs import PART_VALUES, Codec, CodecError, check_hivemind, decode_sparse, get_codec
+from node.robust import MemberStats, aggregate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ByteCounters", "PseudoGradientAverager", "WireCodec", "make_codec"]
+__all__ = ["ByteCounters", "PseudoGradientAverager", "RobustPartReducer", "WireCodec", "make_codec"]
+
+MAX_WEIGHT = 2.0**53  # a sender's weight (its token claim) above this, non-finite or <= 0 bans it
 
 _TAG = "capaswarm:"  # dtype field of parts in our own codecs; hivemind's codecs keep their own
 
@@ -64,15 +71,26 @@ class WireCodec(CompressionBase):
         return runtime_pb2.Tensor(buffer=data, size=list(tensor.shape), dtype=tag, requires_grad=False)
 
     def extract(self, serialized: runtime_pb2.Tensor) -> torch.Tensor:
+        """A part from a peer -> fp32 values; raises :class:`CodecError` for anything malformed
+        (another codec, a size over one part, non-finite values, a wrong byte count)."""
+        size = list(serialized.size)
+        if len(size) > 8 or any(d < 0 for d in size) or math.prod(size) > PART_VALUES:
+            raise CodecError(f"part of shape {size[:8]} (at most {PART_VALUES} values)")
+        n = math.prod(size)
         if not serialized.dtype.startswith(_TAG):
-            return deserialize_torch_tensor(serialized)
+            if self.codec.kind != "hivemind":
+                raise CodecError(f"peer sent a {serialized.dtype[:32]!r} part; this run uses {self.codec.name!r}")
+            try:
+                tensor = deserialize_torch_tensor(serialized)
+            except Exception as e:  # protobuf / numpy / torch errors on garbage
+                raise CodecError(f"not a hivemind tensor: {type(e).__name__}") from None
+            return check_hivemind(tensor, n).view(*size)
         name = serialized.dtype[len(_TAG):].removesuffix(":down")
         if name != self.codec.name:
-            raise ValueError(f"peer sent a {name!r} part; this run uses {self.codec.name!r}")
-        n = math.prod(serialized.size)
+            raise CodecError(f"peer sent a {name[:32]!r} part; this run uses {self.codec.name!r}")
         if serialized.dtype.endswith(":down") and self.codec.kind == "topk":
-            return decode_sparse(serialized.buffer, n).view(*serialized.size)
-        return self.codec.decode(serialized.buffer, n).view(*serialized.size)
+            return decode_sparse(serialized.buffer, n).view(*size)
+        return self.codec.decode(serialized.buffer, n).view(*size)
 
     def estimate_compression_ratio(self, info: CompressionInfo) -> float:
         # hivemind cuts parts of int(part_size_bytes / (4 * ratio)) values: make that exactly PART_VALUES,
@@ -147,12 +165,72 @@ def zero_failed_shares(views: list[list[torch.Tensor]], failed: set[int]) -> int
     return zeroed
 
 
+class RobustPartReducer(TensorPartReducer):
+    """hivemind's reducer, but it keeps every sender's copy of the current part and aggregates them
+    with ``node.robust.aggregate`` once all have arrived (instead of a running weighted sum).
+    ``stats[sender_index]`` gathers what ``node.robust`` saw of each sender."""
+
+    def __init__(self, part_shapes: Sequence[torch.Size], num_senders: int, *, method: str):
+        self.method = method
+        self.parts: dict[int, tuple[torch.Tensor, float]] = {}
+        self.stats = [MemberStats() for _ in range(num_senders)]
+        super().__init__(part_shapes, num_senders)
+
+    def reset_accumulators(self) -> None:
+        self.parts = {}
+        super().reset_accumulators()
+
+    async def accumulate_part(self, sender_index: int, part_index: int, tensor_part: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+        # as TensorPartReducer.accumulate_part, storing the part instead of adding it to a sum
+        assert 0 <= sender_index < self.num_senders and 0 <= part_index < self.num_parts
+        self.num_parts_received[sender_index] += 1
+        while part_index > self.current_part_index:
+            await asyncio.wait({self.current_part_future, asyncio.create_task(self.finished.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            if self.finished.is_set():
+                raise AllreduceException(f"attempted to aggregate part in a finalized {type(self).__name__}")
+        if self.sender_failed_after[sender_index] != float("inf"):
+            raise BannedException(f"sender {sender_index} was banned in background")
+        assert part_index == self.current_part_index
+        future = self.current_part_future
+        if part_index < self.sender_failed_after[sender_index]:
+            self.parts[sender_index] = (tensor_part, weight)
+            self.current_part_accumulated_from += 1
+            self.check_current_part_finished()
+        return await future
+
+    def check_current_part_finished(self) -> None:
+        assert self.current_part_accumulated_from <= self.num_current_senders
+        if self.current_part_accumulated_from != self.num_current_senders:
+            return
+        senders = sorted(self.parts)
+        if not senders:
+            result = torch.zeros(self.part_shapes[self.current_part_index])
+        else:
+            result, seen = aggregate([self.parts[i][0] for i in senders], [self.parts[i][1] for i in senders], self.method)
+            for i, (ratio, norm, kept, capped) in zip(senders, seen):
+                self.stats[i].add(ratio, norm, kept, capped)
+        self.current_part_future.set_result(result)
+        self.reset_accumulators()
+
+
+def check_part(tensor: torch.Tensor, shape: torch.Size, weight: float | None = None) -> None:
+    """A decoded part from a peer must have the expected shape (a 1-value part would broadcast over
+    the whole accumulator) and, from a sender, a finite positive weight."""
+    if tensor.shape != shape:
+        raise CodecError(f"part of shape {tuple(tensor.shape)}, expected {tuple(shape)}")
+    if weight is not None and not (math.isfinite(weight) and 0 < weight <= MAX_WEIGHT):
+        raise CodecError(f"sender weight {weight!r} out of range")
+
+
 class ExactAverageRunner(AllReduceRunner):
     """Butterfly all-reduce whose reducers return averaged parts (not deltas); counts bytes."""
 
-    def __init__(self, *, counters: ByteCounters, **kwargs: Any):
+    def __init__(self, *, counters: ByteCounters, aggregation: str = "mean", **kwargs: Any):
         super().__init__(**kwargs)
         self.counters = counters
+        self.aggregation = aggregation
+        if aggregation != "mean":  # robust rules need every sender's copy of a part at once
+            self.tensor_part_reducer = RobustPartReducer(self.tensor_part_reducer.part_shapes, len(self.sender_peer_ids), method=aggregation)
         # A reducer that dies mid-all-reduce: its *whole* share becomes a zero pseudo-gradient on
         # every survivor, so the round still counts and the replicas stay identical. hivemind's
         # container only zeroes the parts not yet received (``return_deltas`` stays True), and
@@ -205,6 +283,9 @@ class ExactAverageRunner(AllReduceRunner):
             async for averaged in amap_in_executor(
                 _decode, aiter_with_timeout(stream, self.reducer_timeout), max_prefetch=self.tensor_part_container.prefetch
             ):
+                if part_index >= len(self.share_views[peer_index]):
+                    raise CodecError(f"reducer sent more than {len(self.share_views[peer_index])} parts")
+                check_part(averaged, self.share_views[peer_index][part_index].shape)
                 self.tensor_part_container.register_processed_part(peer_index, part_index, averaged)
                 part_index += 1
             if part_index != self.tensor_part_container.num_parts_by_peer[peer_index]:
@@ -233,6 +314,9 @@ class ExactAverageRunner(AllReduceRunner):
                 stream,
                 max_prefetch=self.tensor_part_container.prefetch,
             ):
+                if part_index >= self.tensor_part_reducer.num_parts:
+                    raise CodecError(f"sender sent more than {self.tensor_part_reducer.num_parts} parts")
+                check_part(tensor_part, self.tensor_part_reducer.part_shapes[part_index], weight)
                 try:
                     averaged = await self.tensor_part_reducer.accumulate_part(sender_index, part_index, tensor_part, weight=weight)
                     part_index += 1
@@ -255,10 +339,23 @@ class PseudoGradientAverager(DecentralizedAverager):
       ``(metadata, tensors)`` of the latest completed round (a snapshot, never live tensors).
     """
 
-    def __init__(self, buffers: Sequence[torch.Tensor], dht: Any, *, state_provider: StateProvider, **kwargs: Any):
+    def __init__(self, buffers: Sequence[torch.Tensor], dht: Any, *, state_provider: StateProvider, aggregation: str = "mean", **kwargs: Any):
         self.counters = ByteCounters()
         self._state_provider = state_provider
+        self.aggregation = aggregation
+        # what our reducer saw of each sender, one dict per robust all-reduce, from the averager
+        # process to the trainer (which signs it into an OutlierReport)
+        self._reducer_stats: Any = mp.get_context("fork").Queue()
         super().__init__(buffers, dht, **kwargs)
+
+    def drain_reducer_stats(self) -> list[dict[str, MemberStats]]:
+        """Every ``{sender peer id: MemberStats}`` our reducer produced since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self._reducer_stats.get_nowait())
+            except queue.Empty:
+                return out
 
     def set_timeouts(self, *, chunk_s: float, allreduce_s: float) -> None:
         """Re-derive the all-reduce timeouts (from the host process; applied in the averager process)."""
@@ -268,6 +365,51 @@ class PseudoGradientAverager(DecentralizedAverager):
         self.allreduce_kwargs.update(sender_timeout=chunk_s, reducer_timeout=2 * chunk_s)
         self._allreduce_timeout = allreduce_s
 
+    def load_state_from_peers(self, wait: bool = True, timeout: float | None = None, *,
+                              accept: Callable[[Any, list[torch.Tensor]], str | None] | None = None) -> Any:
+        """hivemind's download, but peer after peer until one serves a state that ``accept``
+        (run in the averager process) finds acceptable: it returns None to accept, or why not.
+        Without ``accept``, the first state any peer serves (hivemind's behaviour)."""
+        future = MPFuture()
+        self._outer_pipe.send(("_load_state_from_peers", [], dict(timeout=timeout, future=future, accept=accept)))
+        return future.result(timeout=timeout) if wait else future
+
+    async def _load_state_from_peers(self, future: Any, timeout: float | None = None, accept: Any = None) -> None:
+        try:
+            key_manager = self._matchmaking.group_key_manager
+            found, _ = self.dht.get(f"{key_manager.prefix}.all_averagers", latest=True) or ({}, None)
+            priority = {PeerID(peer): (float(info.value), random.random()) for peer, info in (found or {}).items()
+                        if isinstance(info, ValueWithExpiration) and isinstance(info.value, (float, int))}
+            chunk_timeout = self.next_chunk_timeout if self.next_chunk_timeout is not None else self.request_timeout
+            for peer in sorted(priority, key=priority.get, reverse=True):
+                if peer == self.peer_id:
+                    continue
+                try:
+                    stub = self.get_stub(self._p2p, peer, namespace=self.prefix)
+                    stream = await stub.rpc_download_state(averaging_pb2.DownloadRequest())
+                    metadata, parts, tensors = None, [], []
+                    async for message in aiter_with_timeout(stream, timeout=chunk_timeout):
+                        if message.metadata:
+                            metadata = self.serializer.loads(message.metadata)
+                        if message.tensor_part.dtype and parts:
+                            tensors.append(deserialize_torch_tensor(combine_from_streaming(parts)))
+                            parts = []
+                        parts.append(message.tensor_part)
+                    if parts:
+                        tensors.append(deserialize_torch_tensor(combine_from_streaming(parts)))
+                except Exception as e:  # a peer that died or sent garbage: try the next one
+                    logger.warning("state download from %s failed: %r", peer, e)
+                    continue
+                why_not = "sent no metadata" if not metadata else (accept(metadata, tensors) if accept is not None else None)
+                if why_not is not None:
+                    logger.warning("state from %s refused: %s; trying the next peer", peer, why_not)
+                    continue
+                future.set_result((metadata, tensors))
+                return
+        finally:
+            if not future.done():
+                future.set_result(None)
+
     def get_current_state(self) -> tuple[Any, Sequence[torch.Tensor], None]:
         metadata, tensors = self._state_provider()
         return metadata, tensors, None
@@ -276,6 +418,7 @@ class PseudoGradientAverager(DecentralizedAverager):
         group_id = group_info.group_id if group_id is None else group_id
         runner = ExactAverageRunner(
             counters=self.counters,
+            aggregation=self.aggregation,
             p2p=self._p2p,
             servicer_type=type(self),
             prefix=self.prefix,
@@ -296,5 +439,8 @@ class PseudoGradientAverager(DecentralizedAverager):
         if runner.failed_reducers:
             zeroed = zero_failed_shares(runner.share_views, runner.failed_reducers)
             logger.warning("%d reducer(s) failed: %d values of this round's average are zero", len(runner.failed_reducers), zeroed)
+        reducer = runner.tensor_part_reducer
+        if isinstance(reducer, RobustPartReducer):
+            self._reducer_stats.put({str(runner.sender_peer_ids[i]): s for i, s in enumerate(reducer.stats) if s.parts})
         self.last_updated = get_dht_time()
         self._state_updated.set()

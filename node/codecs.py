@@ -31,9 +31,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["CODECS", "PART_VALUES", "Codec", "ErrorFeedback", "get_codec", "quantize_roundtrip"]
+__all__ = ["CODECS", "PART_VALUES", "Codec", "CodecError", "ErrorFeedback", "get_codec", "quantize_roundtrip"]
 
 PART_VALUES = 2**17  # values per all-reduce part (= hivemind's 512 KiB of fp32)
+
+
+class CodecError(ValueError):
+    """Bytes from a peer that no codec of ours would write (wrong length, out-of-range index,
+    non-finite value). Decoders raise this and nothing else on bad input; the all-reduce turns
+    it into a banned sender (reducer side) or a failed reducer (sender side)."""
+
+
+def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    if not bool(torch.isfinite(t).all()):
+        raise CodecError(f"{what} holds non-finite values")
+    return t
 
 
 def _pack(codes: np.ndarray, bits: int) -> bytes:
@@ -105,15 +117,23 @@ class Codec:
         idx = torch.topk(x.abs(), k, sorted=False).indices.sort().values
         return encode_sparse(idx, x[idx])
 
-    def decode(self, data: bytes, n: int) -> torch.Tensor:
-        if self.kind == "hivemind":
-            from hivemind.compression import deserialize_torch_tensor
-            from hivemind.proto import runtime_pb2
+    def encoded_size(self, n: int) -> int:
+        """Exact uplink bytes of ``n`` values for a uniform codec."""
+        per_byte = 8 // self.bits
+        return 2 * -(-n // self.block) + -(-n // per_byte)
 
-            return deserialize_torch_tensor(runtime_pb2.Tensor.FromString(data)).float().reshape(-1)
+    def decode(self, data: bytes, n: int) -> torch.Tensor:
+        """``n`` fp32 values from uplink bytes; raises :class:`CodecError` on anything malformed."""
+        if not isinstance(n, int) or not 0 <= n <= PART_VALUES:
+            raise CodecError(f"a part of {n!r} values (at most {PART_VALUES})")
+        if self.kind == "hivemind":
+            return decode_hivemind(data, n)
         if self.kind == "uniform":
+            if len(data) != self.encoded_size(n):
+                raise CodecError(f"{self.name}: {len(data)} bytes for {n} values, expected {self.encoded_size(n)}")
             nblocks = -(-n // self.block)
             scale = np.frombuffer(data[: 2 * nblocks], np.float16)
+            _finite(torch.from_numpy(scale.astype(np.float32)), f"{self.name} scales")
             body = data[2 * nblocks:]
             codes = np.frombuffer(body, np.uint8) if self.bits == 8 else _unpack(body, self.bits, n)
             return self._uniform_values(codes[:n], scale, n)
@@ -141,12 +161,38 @@ def encode_sparse(idx: torch.Tensor, values: torch.Tensor) -> bytes:
 
 
 def decode_sparse(data: bytes, n: int) -> torch.Tensor:
+    """Sparse bytes (int32 indices, strictly increasing and < n, then fp16 values) -> n values."""
+    if not isinstance(n, int) or not 0 <= n <= PART_VALUES:
+        raise CodecError(f"a part of {n!r} values (at most {PART_VALUES})")
+    if len(data) % 6 or len(data) // 6 > n:
+        raise CodecError(f"sparse part of {len(data)} bytes for {n} values")
     k = len(data) // 6
     idx = torch.from_numpy(np.frombuffer(data[: 4 * k], np.int32).astype(np.int64))
-    vals = torch.from_numpy(np.frombuffer(data[4 * k:], np.float16).astype(np.float32))
+    if k and (int(idx[0]) < 0 or int(idx[-1]) >= n or (k > 1 and not bool((idx[1:] > idx[:-1]).all()))):
+        raise CodecError("sparse indices out of range or not strictly increasing")
+    vals = _finite(torch.from_numpy(np.frombuffer(data[4 * k:], np.float16).astype(np.float32)), "sparse values")
     out = torch.zeros(n)
     out[idx] = vals
     return out
+
+
+def decode_hivemind(data: bytes, n: int) -> torch.Tensor:
+    """A serialized hivemind tensor (NONE / FLOAT16) of exactly ``n`` finite values."""
+    from hivemind.compression import deserialize_torch_tensor
+    from hivemind.proto import runtime_pb2
+
+    try:
+        return check_hivemind(deserialize_torch_tensor(runtime_pb2.Tensor.FromString(data)), n)
+    except CodecError:
+        raise
+    except Exception as e:  # protobuf, numpy and torch each raise their own types on garbage
+        raise CodecError(f"not a hivemind tensor: {type(e).__name__}") from None
+
+
+def check_hivemind(t: torch.Tensor, n: int) -> torch.Tensor:
+    if t.numel() != n or not t.dtype.is_floating_point:
+        raise CodecError(f"hivemind tensor of {t.numel()} {t.dtype} values, expected {n} floats")
+    return _finite(t.float().reshape(-1), "hivemind tensor")
 
 
 CODECS: dict[str, Codec] = {

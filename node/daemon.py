@@ -1,8 +1,12 @@
 """The node daemon behind ``swarm join``: wires identity, manifest, swarm, trainer and reporter.
 
-Shutdown is orderly on SIGINT/SIGTERM: the current inner phase is abandoned, the last complete
+Shutdown is orderly on SIGINT/SIGTERM/SIGHUP: the current inner phase is abandoned, the last complete
 round is already checkpointed, the reporter flushes its outbox, then the averager, the
 progress tracker and the DHT (with its p2pd) stop, so no process outlives the node.
+
+Around the trainer: the work gate (``node/gate.py``: schedule, busy, ``swarm ctl pause``,
+standby) that the periodic thread refreshes, the ``swarm ctl`` socket (``node/ctl.py``) and the
+Prometheus endpoint (``node/metrics.py``, with ``--metrics-port``).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import os
 import platform
 import shlex
+import shutil
 import signal
 import threading
 import time
@@ -20,21 +25,38 @@ from typing import Any
 import torch
 
 from node.config import NodeConfig
-from node.data import load_corpus
+from node.ctl import CtlBusy, CtlError, CtlServer, socket_path
+from node.data import check_data, load_corpus
+from node.initial import load_initial, resolve_initial
+from node.lifeline import guard_forked_helpers
+from node.ddp import LocalGroup, parse_devices
+from node.gate import WorkGate
+from node.policies.gate import parse_schedule
+from node.tokenizer import TOKENIZER_FILE
 from node.manifests import resolve_manifest
+from node.announce import REFRESH_S
 from node.swarm import SwarmHandles, announce_manifest, find_foreign_manifests, start_dht
+from node.policies.roles import choose_role
+from node.state import claim_state_dir
 from node.trainer import RoundResult, Trainer, pick_device
-from protocol import ContributionReport, GroupClaim, Hardware, Heartbeat, Identity
+from node.bootstrap import JoinError, fetch_peers, wait_for_peers
+from ops.atomic import write_atomic
+from ops.sdnotify import notify
+from protocol import (
+    SOFTWARE_VERSION, ContributionReport, GroupClaim, Hardware, Heartbeat, Identity, LocalProtocolError, MemberOutlier,
+    OutlierReport, RunManifest,
+)
 
 __all__ = ["Node", "run_node"]
 
 logger = logging.getLogger(__name__)
 
 
-def detect_hardware(device: str) -> Hardware:
+def detect_hardware(device: str, ids: list[int]) -> Hardware:
+    """What this node trains on: billing counts the devices used, not every GPU in the machine."""
     if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        return Hardware(device=props.name[:128], count=torch.cuda.device_count(), memory_gb=round(props.total_memory / 2**30, 1))
+        props = torch.cuda.get_device_properties(ids[0])
+        return Hardware(device=props.name[:128], count=len(ids), memory_gb=round(props.total_memory / 2**30, 1))
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return Hardware(device=f"cpu ({platform.machine()})", count=1, memory_gb=round(mem, 1))
 
@@ -50,55 +72,127 @@ class SeqCounter:
     def next(self) -> int:
         with self._lock:
             self.value += 1
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(str(self.value))
-            os.replace(tmp, self.path)
+            write_atomic(self.path, str(self.value), durable=True)
             return self.value
 
 
+def make_gate(cfg: NodeConfig, device: str) -> WorkGate:
+    """The work gate for this node's volunteer limits (``--schedule``, ``--pause-when-busy``)."""
+    return WorkGate(schedule=parse_schedule(cfg.schedule) if cfg.schedule else None, busy_cpu_pct=cfg.pause_when_busy,
+                    check_gpu=device == "cuda" and cfg.pause_when_busy is not None)
+
+
+def cap_gpu_memory(cfg: NodeConfig, device: str) -> None:
+    """``--max-gpu-memory-gb``: torch's per-process limit on the caching allocator (an allocation past
+    it raises out-of-memory in this process instead of taking the volunteer's other programs' memory)."""
+    if cfg.max_gpu_memory_gb is None:
+        return
+    if device != "cuda":
+        logger.info("--max-gpu-memory-gb %.1f: ignored, this node trains on the CPU", cfg.max_gpu_memory_gb)
+        return
+    total = torch.cuda.get_device_properties(0).total_memory
+    fraction = min(1.0, cfg.max_gpu_memory_gb * 2**30 / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, 0)
+    logger.info("GPU memory capped at %.1f GiB (%.0f%% of %.1f GiB)", fraction * total / 2**30, 100 * fraction, total / 2**30)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1))  # status.json: rewritten every few seconds, not fsynced
+
+
+def _ratio(x: float) -> float:
+    return min(float(x), 1e9) if x == x else 1e9  # inf (a member against an all-zero median) stays finite on the wire
+
+
+def outlier_report(manifest: RunManifest, peer_id: str, seq: int, round_: int, members: int,
+                   flagged: dict[str, Any]) -> OutlierReport:
+    """Our reducer's findings of one all-reduce (``node.robust.MemberStats`` per outlier) as a message."""
+    return OutlierReport(
+        run_id=manifest.run_id, peer_id=peer_id, seq=seq, sent_at=time.time(), round=round_,
+        aggregation=manifest.hparams.aggregation, members=members,
+        outliers=[MemberOutlier(peer_id=p, max_ratio=_ratio(s.max_ratio), min_ratio=_ratio(s.min_ratio),
+                                clipped=round(s.clipped_fraction, 6), weight_capped=s.weight_capped)
+                  for p, s in sorted(flagged.items())][:256],
+    )
 
 
 class Node:
     def __init__(self, cfg: NodeConfig):
         self.cfg = cfg
         self.stop = threading.Event()
+        self._beat_now = threading.Event()  # send a heartbeat at once (e.g. as soon as we listen)
+        self.role = choose_role(cfg.role, "unknown")  # reducer | client (node.policies.roles)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.identity = Identity.load_or_create(cfg.key_path)
         self.peer_id = self.identity.peer_id
         self.manifest, self.join_hint = resolve_manifest(cfg)
+        claim_state_dir(cfg.state_dir, self.manifest.run_id, self.manifest.content_hash)
         self.device = pick_device(cfg.device)
-        self.hardware = detect_hardware(self.device)
+        self.device_ids = parse_devices(cfg.devices, self.device, torch.cuda.device_count() if self.device == "cuda" else 0)
+        if self.device == "cuda":
+            torch.cuda.set_device(self.device_ids[0])  # "cuda" is this node's first device from here on
+        self.hardware = detect_hardware(self.device, self.device_ids)
+        self.local: LocalGroup | None = None  # several local devices: the data-parallel group
         self.seq = SeqCounter(cfg.state_dir / "report_seq")
         self.reporter: Any = None
         self.swarm: SwarmHandles | None = None
         self.trainer: Trainer | Any = None  # Trainer, or SyncTrainer for the baseline
         self.started = time.time()
         self.last_result: RoundResult | None = None
+        self.gate = make_gate(cfg, self.device)
+        self.ctl: CtlServer | None = None
+        self.metrics_server: Any = None
+        self.metrics_port: int | None = None
+        self.plan: Any = None  # node.planfollow.PlanFollower when a coordinator is set
 
     # ------------------------------------------------------------------ reporting
+    def _submit(self, message: Any) -> None:
+        """Seal and queue one message; one that cannot be sealed (a value out of the protocol's
+        range) is logged and skipped: training goes on, and the next round reports again."""
+        try:
+            self.reporter.submit(message)
+        except (LocalProtocolError, ValueError, OverflowError) as e:
+            logger.error("could not send %s seq %d: %s; skipped", type(message).KIND, message.seq, e)
+
     def _report(self, r: RoundResult) -> None:
         if self.reporter is None:
             return
-        self.reporter.submit(ContributionReport(
+        for members, flagged in r.outliers:  # our reducer's robust aggregation: who it clipped
+            self._submit(outlier_report(self.manifest, self.peer_id, self.seq.next(), r.round, members, flagged))
+        self._submit(ContributionReport(
             run_id=self.manifest.run_id, peer_id=self.peer_id, seq=self.seq.next(), sent_at=time.time(), round=r.round,
             tokens=r.tokens, samples=r.samples, compute_s=r.compute_s, wall_s=r.wall_s, bytes_sent=r.bytes_sent,
             bytes_received=r.bytes_received, group=[GroupClaim(p, t) for p, t in r.group], hardware=self.hardware,
             price_per_hour=self.cfg.price_per_hour, public_name=self.cfg.public_name, val_bpb=r.val_bpb,
             train_loss=r.train_loss, ok=r.ok, payload_bytes=r.payload_bytes,
             blocked_s=None if r.blocked_s is None else min(r.blocked_s, r.wall_s),
+            manifest_hash=self.manifest.content_hash,
+            state_hash=r.state_hash if r.ok else "",
         ))
 
     def _heartbeat(self) -> None:
         t = self.trainer
-        self.reporter.submit(Heartbeat(
+        status = t.status if t else "joining"
+        self._submit(Heartbeat(
             run_id=self.manifest.run_id, peer_id=self.peer_id, seq=self.seq.next(), sent_at=time.time(),
-            round=t.round if t else 0, status=t.status if t else "joining", tokens_total=t.tokens_total if t else 0,
+            round=t.round if t else 0, status=status, tokens_total=t.tokens_total if t else 0,
             hardware=self.hardware, price_per_hour=self.cfg.price_per_hour, public_name=self.cfg.public_name,
+            reason=self.gate.describe()[:200] if status in ("paused", "standby") else "",
+            software_version=SOFTWARE_VERSION, maddrs=self._maddrs()[:16], reachability=self.reachability, role=self.role,
+            manifest_hash=self.manifest.content_hash,
         ))
+
+    def _maddrs(self) -> list[str]:
+        try:
+            return self.swarm.visible_maddrs if self.swarm else []
+        except Exception:  # the DHT is stopping; a heartbeat without addresses is still a heartbeat
+            logger.debug("no visible maddrs", exc_info=True)
+            return []
+
+    @property
+    def reachability(self) -> str:
+        """The coordinator's dial-back verdict on our addresses: public | private | unknown."""
+        return self.reporter.reachability if self.reporter is not None else "unknown"
 
     def write_status(self) -> None:
         t = self.trainer
@@ -114,9 +208,43 @@ class Node:
             "first_contribution": t.first_contribution, "inner_steps": t.inner_steps,
             "compute_s": round(t.compute_s, 3), "eval_s": round(t.eval_s, 3), "blocked_s": round(t.blocked_s, 3),
             "round_log": {str(k): [round(v[0], 3), v[1]] for k, v in getattr(t, "round_log", {}).items()},
-            "maddrs": self.swarm.visible_maddrs if self.swarm else [], "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started, 1),
+            "maddrs": self._maddrs(), "pid": os.getpid(),
+            "software_version": SOFTWARE_VERSION, "reachability": self.reachability, "role": self.role,
+            "uptime_s": round(time.time() - self.started, 1), "devices": len(self.device_ids),
+            "gate": self.gate.reasons, "pauses": getattr(t, "pauses", 0), "paused_s": round(getattr(t, "paused_s", 0.0), 1),
+            "last_group": getattr(t, "last_group", []), "metrics_port": self.metrics_port,
+            "plan_seq": self.plan.seq if self.plan else 0, "plan_state": self.plan.state if self.plan else "active",
         })
+
+    def metrics_view(self) -> dict[str, Any]:
+        """The figures ``/metrics`` serves (read at scrape time; see ``node/metrics.py``)."""
+        t = self.trainer
+        view: dict[str, Any] = {
+            "peer_id": self.peer_id, "run_id": self.manifest.run_id, "device": self.hardware.device, "role": self.role,
+            "reachability": self.reachability, "gate": self.gate.reasons, "other_cpu_pct": self.gate.load_pct,
+            "uptime_s": time.time() - self.started, "status": t.status if t else "joining",
+        }
+        if t is not None:
+            for key in ("round", "rounds_done", "tokens_total", "tokens_contributed", "blocked_s", "compute_s", "bytes_sent",
+                        "bytes_received", "pauses", "paused_s", "round_count", "round_s_sum", "last_round_s"):
+                view[key] = getattr(t, key, None)
+            view["tokens"], view["rounds"], view["val_bpb"] = t.tokens_total, t.rounds_done, t.last_val_bpb
+        return view
+
+    def ctl_command(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``swarm ctl`` commands (``node/ctl.py`` validated them): pause, resume, status, leave."""
+        if cmd in ("pause", "resume"):
+            if self.manifest.algorithm == "sync":
+                raise ValueError("pausing is not supported with --algorithm sync (hivemind.Optimizer)")
+            detail = "paused by its volunteer" + (f": {request['reason']}" if request.get("reason") else "")
+            self.gate.set("paused", cmd == "pause", detail)
+        elif cmd == "leave":
+            logger.info("leaving the swarm (swarm ctl leave)")
+            self.stop.set()
+        t = self.trainer
+        return {"peer_id": self.peer_id, "status": t.status if t else "joining", "round": t.round if t else 0,
+                "rounds": t.rounds_done if t else 0, "tokens": t.tokens_total if t else 0, "gate": self.gate.reasons,
+                "leaving": self.stop.is_set(), "metrics_port": self.metrics_port}
 
     def on_round(self, r: RoundResult) -> None:
         self.last_result = r
@@ -132,7 +260,7 @@ class Node:
         peers = t.swarm.tracker.global_progress.num_peers if t.swarm.tracker else 0
         rate = t.tokens_total / max(1e-9, time.time() - self.started)
         bpb = f"{t.last_val_bpb:.3f}" if t.last_val_bpb is not None else "-"
-        return (f"round {t.round} | {t.status} | peers {peers} | val {bpb} bits/byte | {rate:,.0f} tok/s | "
+        return (f"round {t.round} | {t.status} | {self.role}, {self.reachability} | peers {peers} | val {bpb} bits/byte | {rate:,.0f} tok/s | "
                 f"sent {t.bytes_sent / 1e6:.1f} MB recv {t.bytes_received / 1e6:.1f} MB")
 
     # ------------------------------------------------------------------ lifecycle
@@ -140,8 +268,20 @@ class Node:
         next_status = time.monotonic() + self.cfg.status_interval_s
         next_beat = time.monotonic()
         next_check = time.monotonic() + 5
+        next_gate = time.monotonic()
+        next_plan = time.monotonic()
+        next_announce = time.monotonic() + REFRESH_S
         while not self.stop.wait(0.5):
             now = time.monotonic()
+            if now >= next_gate:
+                self.gate.refresh(now)
+                next_gate = now + 5.0
+            if self.plan is not None and now >= next_plan:
+                next_plan = now + self.cfg.plan_poll_s
+                try:
+                    self.plan.poll()
+                except Exception:
+                    logger.warning("cost plan poll failed", exc_info=True)
             if self.cfg.max_seconds is not None and time.time() - self.started >= self.cfg.max_seconds:
                 logger.info("time budget of %.0f s reached; stopping", self.cfg.max_seconds)
                 self.stop.set()
@@ -149,9 +289,13 @@ class Node:
                 logger.info(self.status_line())
                 self.write_status()
                 next_status = now + self.cfg.status_interval_s
-            if self.reporter is not None and now >= next_beat:
+            if self.reporter is not None and (now >= next_beat or self._beat_now.is_set()):
+                self._beat_now.clear()
                 self._heartbeat()
                 next_beat = now + self.cfg.heartbeat_interval_s
+            if isinstance(self.trainer, Trainer) and now >= next_announce:
+                next_announce = now + REFRESH_S
+                self.trainer.announce_state()  # refresh before the record's TTL runs out
             if self.swarm is not None and now >= next_check:
                 next_check = now + 15
                 try:
@@ -163,59 +307,154 @@ class Node:
                 except Exception:
                     logger.debug("manifest announcement failed", exc_info=True)
 
+    def _bootstrap_peers(self) -> list[str]:
+        """--initial-peers, merged with the reachable peers the coordinator lists (it dialed them back)."""
+        peers = list(self.cfg.initial_peers)
+        if not self.cfg.coordinator or self.cfg.new_swarm:
+            return peers
+        if peers:
+            listed = fetch_peers(self.cfg.coordinator)
+        else:
+            listed = wait_for_peers(self.cfg.coordinator, self.cfg.bootstrap_wait_s, exclude=self.peer_id, stop=self.stop)
+        peers += [m for m in listed if m not in peers and not m.endswith("/p2p/" + self.peer_id)]
+        if not peers and not self.stop.is_set():
+            raise JoinError(f"no peers to join: the coordinator at {self.cfg.coordinator} has listed no reachable peer for "
+                            f"{self.cfg.bootstrap_wait_s:.0f} s. Is the organizer's seed node up? (The organizer starts "
+                            "it with --new-swarm.)")
+        logger.info("bootstrapping from %d peer address(es)", len(peers))
+        return peers
+
+    def _settle_role(self, peers: list[str]) -> None:
+        """In auto mode, wait (bounded) for the coordinator's dial-back verdict and take the role it
+        implies; a reachable node restarts its DHT as a server (a client is in no routing table)."""
+        if self.cfg.role != "auto" or self.reporter is None:
+            return
+        deadline = time.monotonic() + self.cfg.reachability_wait_s
+        while self.reachability == "unknown" and time.monotonic() < deadline and not self.stop.is_set():
+            self._beat_now.set()  # the verdict rides on the answer to a heartbeat after the probe
+            self.stop.wait(1.0)
+        role = choose_role("auto", self.reachability)
+        logger.info("reachability %s: role %s%s", self.reachability, role,
+                    "" if self.reachability != "unknown" else " (no dial-back verdict in time)")
+        if role != self.role and self.swarm is not None and not self.stop.is_set():
+            self.swarm.shutdown()
+            self.swarm = None
+            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=role == "client"))
+        self.role = role
+
     def run(self) -> int:
         logger.info("peer %s, run %r, manifest %s, device %s", self.peer_id, self.manifest.run_id,
                     self.manifest.content_hash[:12], self.device)
         torch.set_num_threads(self.cfg.threads)
+        cap_gpu_memory(self.cfg, self.device)
         corpus = load_corpus(self.cfg.data, self.manifest.data.val_fraction)
+        check_data(corpus, self.manifest, given=self.cfg.data is not None)
+        initial = None
+        init_path = resolve_initial(self.manifest, self.cfg.state_dir, self.cfg.init_checkpoint, self.cfg.coordinator)
+        if init_path is not None:
+            initial = load_initial(init_path, self.manifest.model)
+            logger.info("starting from checkpoint %s... (%s)", self.manifest.init_sha256[:16], init_path)
+        if corpus.tokenizer_sha256:  # a BPE run: keep its vocabulary beside the checkpoints, for exports
+            shutil.copyfile(Path(self.cfg.data) / TOKENIZER_FILE, self.cfg.state_dir / TOKENIZER_FILE)
         if self.cfg.coordinator:
             from node.reporter import Reporter
 
+            from node.planfollow import PlanFollower
+
             self.reporter = Reporter(self.identity, self.cfg.coordinator, self.cfg.state_dir / "outbox")
             self.reporter.start()
+            self.plan = PlanFollower(self.cfg.coordinator, self.cfg.run_key, self.manifest.run_id, self.peer_id, self.gate)
         periodic = threading.Thread(target=self._periodic, name="periodic", daemon=True)
         periodic.start()
         try:
-            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path))
+            if len(self.device_ids) > 1:  # before hivemind forks anything: the workers are spawned
+                self.local = LocalGroup(self.manifest, self.device, self.device_ids, self.cfg.threads)
+            self._start_side_services()
+            peers = self._bootstrap_peers()
+            if self.stop.is_set():  # stopped while waiting for a peer
+                return 0
+            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=self.role == "client"))
+            self._beat_now.set()  # tell the coordinator where we listen, so that it dials us back
+            self._settle_role(peers)
+            if self.stop.is_set():
+                return 0
             maddrs = self.swarm.visible_maddrs
-            if maddrs:
+            if self.cfg.coordinator:
+                print(f"To join this swarm, run:\n  swarm join {self.join_hint} --public-name NAME", flush=True)
+            elif maddrs:
                 hint = f"swarm join --initial-peers {shlex.quote(maddrs[0])} {self.join_hint}".strip()
                 print(f"To join this swarm, run:\n  {hint}", flush=True)
             announce_manifest(self.swarm.dht, self.manifest)
             if self.manifest.algorithm == "sync":
                 from node.sync import SyncTrainer
 
-                self.trainer = SyncTrainer(self.manifest, corpus, self.swarm, peer_id=self.peer_id, cfg=self.cfg, device=self.device)
+                if self.cfg.schedule or self.cfg.pause_when_busy is not None:
+                    logger.warning("--schedule and --pause-when-busy apply to the diloco algorithms only; "
+                                   "this run uses sync (hivemind.Optimizer) and trains regardless")
+
+                self.trainer = SyncTrainer(self.manifest, corpus, self.swarm, peer_id=self.peer_id, cfg=self.cfg, device=self.device,
+                                           initial=initial)
             else:
                 self.trainer = Trainer(self.manifest, corpus, self.swarm, peer_id=self.peer_id,
-                                       state_dir=self.cfg.state_dir, cfg=self.cfg, device=self.device)
+                                       state_dir=self.cfg.state_dir, cfg=self.cfg, device=self.device, local=self.local,
+                                       gate=self.gate, identity=self.identity, initial=initial)
             self.write_status()
+            notify("READY=1", f"STATUS=peer {self.peer_id}, run {self.manifest.run_id}")  # systemd Type=notify
             self.trainer.run(self.stop, self.on_round, self.cfg.max_rounds)
             return 0
         finally:
+            notify("STOPPING=1")
             self.stop.set()
             self.write_status()
             if self.reporter is not None:
                 if self.trainer is not None:
                     self._heartbeat()
                 self.reporter.stop(flush_timeout=5.0)
+            if self.local is not None:
+                self.local.close()
             if self.swarm is not None:
                 self.swarm.shutdown()
             periodic.join(timeout=2)
+            if self.ctl is not None:
+                self.ctl.stop()
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
+
+    def _start_side_services(self) -> None:
+        """The ``swarm ctl`` socket and, with ``--metrics-port``, the Prometheus endpoint."""
+        ctl = CtlServer(socket_path(self.cfg.state_dir), self.ctl_command)
+        try:
+            ctl.start()
+            self.ctl = ctl
+        except CtlBusy as e:
+            raise ValueError(str(e)) from None
+        except CtlError as e:
+            logger.warning("swarm ctl is not available: %s", e)
+        if self.cfg.metrics_port is not None:
+            from node.metrics import serve_metrics
+
+            try:
+                self.metrics_server, self.metrics_port = serve_metrics(self.metrics_view, self.cfg.metrics_port, self.cfg.metrics_host)
+            except OSError as e:
+                raise ValueError(f"--metrics-port {self.cfg.metrics_port} on {self.cfg.metrics_host}: {e.strerror or e}") from None
 
 
 def run_node(cfg: NodeConfig) -> int:
+    # hivemind's DHT and averager processes (and the DHT's p2pd) die with this process, even on kill -9
+    guard_forked_helpers()
     node = Node(cfg)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         logger.info("received %s; shutting down", signal.Signals(signum).name)
         node.stop.set()
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed
+    for sig in stops:
+        signal.signal(sig, _on_signal)
     code = node.run()
     # Shutting down already: a late SIGTERM must not turn a clean exit into "killed". (Python
     # resets handlers to the default during interpreter finalization, but keeps SIG_IGN.)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in stops:
+        signal.signal(sig, signal.SIG_IGN)
     return code

@@ -1,10 +1,15 @@
-"""A small GPT over bytes (vocabulary 256), in the shape of nanoGPT.
+"""A GPT in the exact shape of OpenAI's GPT-2 (and nanoGPT), over bytes by default.
 
-Byte-level on purpose: no tokenizer to download or agree on, and every file is valid input.
-Losses are in nats per byte; ``bits_per_byte = loss / ln 2``.
+GPT-2 parity, so ``node.export`` writes a Hugging Face ``GPT2LMHeadModel`` with equal logits:
+pre-LayerNorm blocks (eps 1e-5, with bias), GELU with the tanh approximation (GPT-2's
+``gelu_new``), learned positions, biases on every linear layer but the head, and the head tied to
+the token embedding. Byte-level by default (vocabulary 256: no tokenizer to agree on, every file
+is valid input); a manifest may name a BPE vocabulary instead (``node.tokenizer``).
+Losses are in nats per token; for bytes ``bits_per_byte = loss / ln 2``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -13,21 +18,39 @@ import torch.nn.functional as F
 
 from protocol import ModelSpec
 
-__all__ = ["GPT", "PRESETS", "preset"]
+__all__ = ["GPT", "GPT2_VOCAB", "LN_EPS", "PRESETS", "preset"]
 
-# name -> shape; parameter counts are for vocab 256 with tied embeddings
+LN_EPS = 1e-5  # GPT-2's layer_norm_epsilon
+
+GPT2_VOCAB = 50257  # GPT-2's BPE vocabulary
+
+# name -> shape. A preset that names a parameter count is that size: ``gpt2-124m`` is GPT-2 small
+# with GPT-2's vocabulary size (124,439,808 parameters) and needs a BPE vocabulary of exactly that
+# many ids (``swarm data prepare --vocab bpe:50257``). The others name no size: they are over bytes
+# (counts below) and take the vocabulary size of BPE data when a run uses it.
 PRESETS: dict[str, ModelSpec] = {
-    "tiny": ModelSpec("tiny", n_layer=4, n_head=4, n_embd=128, block_size=128),  # ~0.8M, tests and CPU
-    "small": ModelSpec("small", n_layer=6, n_head=6, n_embd=384, block_size=256),  # ~10.7M
-    "gpt2-124m": ModelSpec("gpt2-124m", n_layer=12, n_head=12, n_embd=768, block_size=1024),  # GPT-2 small shape, ~86M with a byte vocab
+    "tiny": ModelSpec("tiny", n_layer=4, n_head=4, n_embd=128, block_size=128),  # ~0.8M over bytes; tests and CPU
+    "small": ModelSpec("small", n_layer=6, n_head=6, n_embd=384, block_size=256),  # ~10.7M over bytes
+    "gpt2-small-bytes": ModelSpec("gpt2-small-bytes", n_layer=12, n_head=12, n_embd=768, block_size=1024),  # ~85.8M
+    "gpt2-124m": ModelSpec("gpt2-124m", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=GPT2_VOCAB),
 }
+_FIXED_VOCAB = {"gpt2-124m"}
 
 
-def preset(name: str) -> ModelSpec:
+def preset(name: str, vocab_size: int | None = None) -> ModelSpec:
+    """The preset's shape, for data of ``vocab_size`` ids (None: the preset's own)."""
     try:
-        return PRESETS[name]
+        spec = PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    if vocab_size is None or vocab_size == spec.vocab_size:
+        return spec
+    if name in _FIXED_VOCAB:
+        raise ValueError(f"{name} is GPT-2 small with GPT-2's {spec.vocab_size:,}-id vocabulary; "
+                         f"this data has {vocab_size:,} ids. "
+                         f"Prepare the data with --vocab bpe:{spec.vocab_size}, or use gpt2-small-bytes (the same shape, "
+                         "over this data's vocabulary)")
+    return dataclasses.replace(spec, vocab_size=vocab_size)
 
 
 class CausalSelfAttention(nn.Module):
@@ -49,11 +72,11 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
-        self.ln1 = nn.LayerNorm(spec.n_embd)
+        self.ln1 = nn.LayerNorm(spec.n_embd, eps=LN_EPS)
         self.attn = CausalSelfAttention(spec)
-        self.ln2 = nn.LayerNorm(spec.n_embd)
+        self.ln2 = nn.LayerNorm(spec.n_embd, eps=LN_EPS)
         self.mlp = nn.Sequential(
-            nn.Linear(spec.n_embd, 4 * spec.n_embd), nn.GELU(), nn.Linear(4 * spec.n_embd, spec.n_embd)
+            nn.Linear(spec.n_embd, 4 * spec.n_embd), nn.GELU(approximate="tanh"), nn.Linear(4 * spec.n_embd, spec.n_embd)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +91,7 @@ class GPT(nn.Module):
         self.tok = nn.Embedding(spec.vocab_size, spec.n_embd)
         self.pos = nn.Embedding(spec.block_size, spec.n_embd)
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.n_layer))
-        self.ln_f = nn.LayerNorm(spec.n_embd)
+        self.ln_f = nn.LayerNorm(spec.n_embd, eps=LN_EPS)
         self.head = nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # weight tying
         self.apply(self._init)

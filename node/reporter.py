@@ -22,45 +22,25 @@ import os
 import random
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 
-from protocol import DEFAULT_MAX_SIZE, ContributionReport, Heartbeat, Identity, RunManifest, seal
-
 from node.policies.backoff import next_delay
+from ops.atomic import write_atomic
+from protocol import ContributionReport, Heartbeat, Identity, seal
 
-__all__ = ["Reporter", "fetch_manifest"]
+__all__ = ["Reporter"]
 
 logger = logging.getLogger(__name__)
 
 REPORTS_PATH = "/api/v1/reports"
-MANIFEST_PATH = "/api/v1/manifest"
 _SUFFIX = ".msg"
 
 
 def _endpoint(url: str, path: str) -> str:
     url = url.rstrip("/")
     return url if url.endswith(path) else url + path
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class Reporter:
@@ -87,6 +67,9 @@ class Reporter:
         self.delivered = 0  # acknowledged by the coordinator (stored or duplicate)
         self.rejected = 0  # refused for good (4xx other than 429), moved to rejected/
         self.last_error: str | None = None
+        # the coordinator's dial-back verdict on this node's addresses, from heartbeat answers:
+        # "public" | "private" | "unknown" (peerbook.py)
+        self.reachability = "unknown"
         self._lock = threading.Lock()
         self._queue: list[int] = []  # heap of seq numbers with a file in the outbox
         self._queued: set[int] = set()
@@ -112,7 +95,7 @@ class Reporter:
         return self.outbox / f"{seq:012d}{_SUFFIX}"
 
     def _scan(self) -> None:
-        for tmp in self.outbox.glob(".*.tmp"):  # a crash between write and rename
+        for tmp in self.outbox.glob(".*.tmp"):  # a crash between write and rename (ops.atomic.temp_path)
             tmp.unlink(missing_ok=True)
         for path in self.outbox.glob("*" + _SUFFIX):
             if path.stem.isdigit():
@@ -139,7 +122,7 @@ class Reporter:
                 if path.read_bytes() != data:
                     raise ValueError(f"seq {message.seq} is already in the outbox with other content")
                 return
-            _write_atomically(path, data)
+            write_atomic(path, data, durable=True)
         self._enqueue(message.seq)
         self._poke()
 
@@ -249,6 +232,9 @@ class Reporter:
             logger.debug("seq %d not delivered (%s); will retry", seq, self.last_error)
             return False
         if 200 <= status < 300:
+            verdict = _field(body, "reachability")
+            if verdict in ("public", "private", "unknown"):
+                self.reachability = verdict
             path.unlink(missing_ok=True)
             self._done(seq)
             self.delivered += 1
@@ -274,12 +260,9 @@ def _reason(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace")
 
 
-def fetch_manifest(url: str, timeout: float = 10.0) -> RunManifest:
-    """The run manifest served by the coordinator at ``url``.
-
-    Raises ``OSError`` (``urllib.error.URLError``) when unreachable, ``DecodeError`` when the
-    bytes are not a manifest.
-    """
-    request = urllib.request.Request(_endpoint(url, MANIFEST_PATH), headers={"Accept": "application/msgpack"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return RunManifest.from_bytes(response.read(DEFAULT_MAX_SIZE + 1))
+def _field(body: bytes, name: str) -> object:
+    try:
+        payload = json.loads(body)
+        return payload.get(name) if isinstance(payload, dict) else None
+    except ValueError:
+        return None

@@ -13,7 +13,11 @@ from typing import Any
 
 import hivemind
 from hivemind.optim.progress_tracker import ProgressTracker
+from hivemind.p2p import P2PDaemonError
 from hivemind.utils import get_dht_time
+
+from node import faults
+from node.bootstrap import JoinError
 
 from node.config import NodeConfig
 from node.policies.timeouts import allreduce_timeout, chunk_timeout
@@ -28,11 +32,40 @@ def run_prefix(manifest: RunManifest) -> str:
     return f"{manifest.run_id}_{manifest.content_hash[:8]}"
 
 
-def start_dht(cfg: NodeConfig, key_path: Path) -> hivemind.DHT:
-    if not cfg.initial_peers and not cfg.new_swarm:
-        raise ValueError("no --initial-peers given: pass the line another node printed, or --new-swarm to start a swarm")
+def start_dht(cfg: NodeConfig, key_path: Path, initial_peers: list[str] | None = None, *,
+              client_mode: bool = False) -> hivemind.DHT:
+    """Start the DHT (and its p2pd). Raises :class:`JoinError` for what a volunteer can fix.
+
+    ``client_mode``: a DHT client (behind NAT): it asks, never answers, and is in no one's routing
+    table; the averager built on it follows (hivemind's ``client_mode`` defaults to the DHT's), so
+    it sends its share of each all-reduce and reduces nothing. Its p2pd still listens, so the
+    coordinator's dial-back can reach it if it is reachable after all.
+    """
+    peers = cfg.initial_peers if initial_peers is None else initial_peers
+    if not peers and not cfg.new_swarm:
+        raise JoinError("no peers to join: pass --coordinator URL (it lists reachable peers), --initial-peers "
+                        "(the line another node printed), or --new-swarm to start a swarm")
+    try:
+        return _dht(cfg, key_path, peers, client_mode)
+    except P2PDaemonError as e:
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        if "address already in use" in detail:
+            raise JoinError(f"cannot listen on {' '.join(cfg.host_maddrs)}: the port is in use (is another node running "
+                            f"there?). Stop it or choose another port in --host-maddrs") from None
+        raise JoinError(f"the libp2p daemon did not start: {detail[-300:]}") from None
+    except RuntimeError as e:
+        if "bootstrap failed" not in str(e):
+            raise
+        raise JoinError(f"none of the {len(peers)} peer address(es) to join answered ({', '.join(peers)[:300]}): "
+                        "the swarm may have moved on; try again, or check --initial-peers") from None
+
+
+def _dht(cfg: NodeConfig, key_path: Path, peers: list[str], client_mode: bool) -> hivemind.DHT:
     return hivemind.DHT(
-        initial_peers=cfg.initial_peers,
+        initial_peers=peers,
+        client_mode=client_mode,
+        # behind NAT, ask reachable peers to relay for us (libp2p circuit relay v2 via auto-relay)
+        use_auto_relay=client_mode,
         host_maddrs=cfg.host_maddrs,
         announce_maddrs=cfg.announce_maddrs or None,
         identity_path=str(key_path),
@@ -46,7 +79,7 @@ def start_dht(cfg: NodeConfig, key_path: Path) -> hivemind.DHT:
 
 def make_tracker(dht: hivemind.DHT, manifest: RunManifest, cfg: NodeConfig) -> ProgressTracker:
     """hivemind's progress tracking, counting tokens where hivemind counts samples."""
-    return ProgressTracker(
+    tracker = ProgressTracker(
         dht,
         prefix=run_prefix(manifest),
         target_batch_size=manifest.round_tokens,
@@ -56,6 +89,9 @@ def make_tracker(dht: hivemind.DHT, manifest: RunManifest, cfg: NodeConfig) -> P
         metadata_expiration=cfg.progress_expiration_s,
         start=True,
     )
+    if faults.blind_tracker():  # test seam: its first read of the swarm's progress found nothing
+        tracker.global_progress = tracker._parse_swarm_progress_data(None)
+    return tracker
 
 
 def averager_kwargs(cfg: NodeConfig, payload_bytes: int, max_peers: int = 64) -> dict[str, Any]:

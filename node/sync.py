@@ -20,6 +20,7 @@ import torch
 from node.averaging import make_codec
 from node.config import NodeConfig
 from node.data import ByteSampler, Corpus, evaluate_bpb
+from node.diloco import inner_optimizer
 from node.model import GPT
 from node.state import state_hash
 from node.swarm import SwarmHandles, run_prefix
@@ -30,19 +31,24 @@ __all__ = ["SyncTrainer"]
 
 
 class SyncTrainer:
-    def __init__(self, manifest: RunManifest, corpus: Corpus, swarm: SwarmHandles, *, peer_id: str, cfg: NodeConfig, device: str):
+    def __init__(self, manifest: RunManifest, corpus: Corpus, swarm: SwarmHandles, *, peer_id: str, cfg: NodeConfig, device: str,
+                 initial: list[torch.Tensor] | None = None):
         hp, spec = manifest.hparams, manifest.model
         self.manifest, self.swarm, self.peer_id, self.device = manifest, swarm, peer_id, device
         self.eval_batches = cfg.eval_batches
         torch.manual_seed(manifest.seed)
         self.model = GPT(spec).to(device)
+        if initial is not None:  # the manifest's initial checkpoint, verified (node.initial)
+            with torch.no_grad():
+                for p, x in zip(self.model.parameters(), initial):
+                    p.copy_(x)
         self.sampler = ByteSampler.for_node(corpus.train, spec.block_size, hp.batch_size, manifest.run_id, peer_id)
         self.val_data = corpus.val
         self.opt = hivemind.Optimizer(
             dht=swarm.dht,
             run_id=run_prefix(manifest),
             params=self.model.parameters(),
-            optimizer=lambda params: torch.optim.AdamW(params, lr=hp.inner_lr, weight_decay=hp.weight_decay, betas=(0.9, 0.95)),
+            optimizer=lambda params: inner_optimizer(params, hp),
             target_batch_size=hp.target_batch,
             batch_size_per_step=hp.batch_size,
             matchmaking_time=cfg.matchmaking_time_s,

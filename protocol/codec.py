@@ -58,7 +58,8 @@ def _canonical(obj: Any, depth: int = 0) -> Any:
 
 def pack(obj: Any) -> bytes:
     """Encode ``obj`` canonically; raise :class:`LocalProtocolError` for unencodable values."""
-    return msgpack.packb(_canonical(obj), use_bin_type=True)
+    data: bytes = msgpack.packb(_canonical(obj), use_bin_type=True)  # msgpack is untyped: say what it returns
+    return data
 
 
 def _no_ext(code: int, data: bytes) -> Any:

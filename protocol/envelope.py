@@ -23,7 +23,7 @@ from .messages import MESSAGE_TYPES
 from .schema import WireStruct
 from .version import PROTOCOL_VERSION, check_compatible
 
-__all__ = ["Envelope", "open_envelope", "seal"]
+__all__ = ["Envelope", "open_envelope", "open_signed_by", "seal"]
 
 _DOMAIN = b"capaswarm/envelope\x00"
 
@@ -89,3 +89,17 @@ def open_envelope(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
     if getattr(message, "peer_id", sender) != sender:
         raise SignatureError("message claims another peer's id than its signer's")
     return Envelope(version, kind, sender, message)
+
+
+def open_signed_by(data: bytes, signer: str, *, max_size: int = DEFAULT_MAX_SIZE) -> Envelope:
+    """Open an envelope that only ``signer`` may have signed: the run key's documents.
+
+    The organizer's run key is an ordinary Ed25519 identity; its fingerprint is its peer-id string,
+    which nodes pin from the join line. Anything the run key signs (the manifest, the cost plan,
+    budget changes, attribution certificates) is an envelope whose sender must equal that pin.
+    Raises :class:`SignatureError` for a valid envelope from anyone else.
+    """
+    envelope = open_envelope(data, max_size=max_size)
+    if envelope.sender != signer:
+        raise SignatureError(f"{envelope.kind} is signed by {envelope.sender[:16]}..., not by the pinned key {signer[:16]}...")
+    return envelope

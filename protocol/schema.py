@@ -94,7 +94,9 @@ class WireStruct:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
-            if f.metadata.get("omit_default") and v == f.default:
+            if f.metadata.get("omit_default") and v == (
+                f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            ):
                 continue
             if isinstance(v, WireStruct):
                 v = v.to_wire()

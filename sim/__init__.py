@@ -18,6 +18,8 @@ Map of this package::
     run.py          simulate(cfg) -> Result: sampling, summary (conservation of tokens included)
     scenarios.py    named scenarios -> SimConfig (volunteers, spot, flash crowd, mass leave, codecs, loopback4)
     calibration.py  predict a real `swarm demo` run and report the relative errors
+    fleet.py        a fleet description (TOML: device kinds, prices, links, churn) + a manifest -> SimConfig
+    plancmp.py      `swarm plan`: admit everyone vs the cost plan on a fleet (fleets/: the documented examples)
     plots.py        PNG line charts with matplotlib (imported only when plots are written)
     report.py       sim.json and the plots
     cli.py          `swarm sim` / `python -m sim`
@@ -35,8 +37,8 @@ Determinism: one seed feeds named streams (``random.Random`` per stream: nodes, 
 failures, downloads, leaves); ties pop in insertion order; every state change goes into a SHA-256
 trace. Same seed, same hash (tested).
 
-Allowed imports: the standard library, ``protocol``, ``node.policies``, ``coordinator.cost`` and
-``coordinator.states``; matplotlib in ``plots.py`` only, imported when plots are written. Never
+Allowed imports: the standard library, ``protocol``, ``node.policies``, ``coordinator.cost``,
+``coordinator.states`` and ``coordinator.planner``; matplotlib in ``plots.py`` only, imported when plots are written. Never
 torch, hivemind, aiohttp or libp2p, nor any other module of ``node`` or ``coordinator``
 (import-linter contracts in pyproject.toml), nor ``benchmarks``.
 """

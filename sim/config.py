@@ -10,10 +10,11 @@ import random
 from dataclasses import dataclass, field
 
 from coordinator.cost import PriceTable
+from coordinator.planner import Budget
 from coordinator.states import StateThresholds
 from protocol import ModelSpec
 
-__all__ = ["Distribution", "LinkProfile", "MassLeave", "Population", "RoundProtocol", "SimConfig"]
+__all__ = ["Distribution", "LinkProfile", "MassLeave", "PlanPolicy", "Population", "RoundProtocol", "SimConfig"]
 
 KINDS = ("const", "lognormal", "exp", "uniform")
 
@@ -86,6 +87,7 @@ class Population:
     graceful: float = 0.5  # share of leaves announced with a "leaving" heartbeat (the rest crash)
     throughput_sigma: float = 0.15  # node-to-node spread of tokens/s (lognormal shape)
     tokens_per_s: tuple[float, ...] = ()  # measured rates instead of the catalog model, cycled over nodes
+    declared_usd_h: float | None = None  # the $/h each node declares, instead of the ``price`` rule (fleets)
 
     def availability(self) -> float:
         s, g = self.session_s.mean(), self.gap_s.mean()
@@ -116,7 +118,8 @@ class RoundProtocol:
     timeout_group_size: int = 64  # the node sizes its all-reduce timeout for this many peers ...
     timeout_bytes_per_param: float = 4.0  # ... and for an fp32 payload, whatever the codec (node/trainer.py)
     failure_detect_s: float = 5.0  # the rest notice a member that died mid-all-reduce this late (chunk timeout)
-    leave_fails_group: bool = False  # node/averaging.py: survivors finish the round, the dead reducer's share zeroed (True: the round fails for all)
+    # node/averaging.py: survivors finish the round, the dead reducer's share zeroed (True: the round fails for all)
+    leave_fails_group: bool = False
     straggler_policy: str = "fail_group"  # group over its timeout: "fail_group" (averager.step raises) | "ban"
     group_failure_rate: float = 0.0  # chance a group's all-reduce fails for other reasons
     state_bytes_per_param: float = 8.0  # a joiner downloads fp32 params + outer momentum
@@ -129,6 +132,19 @@ class RoundProtocol:
             raise ValueError("grouping must be 'random' or 'bandwidth'")
         if self.straggler_policy not in ("fail_group", "ban"):
             raise ValueError("straggler_policy must be 'fail_group' or 'ban'")
+
+
+@dataclass(frozen=True)
+class PlanPolicy:
+    """The coordinator's cost plan (:func:`coordinator.planner.make_plan`) run inside the simulation.
+
+    Re-planned at a round's close every ``every_rounds`` rounds, and at once when nodes join or leave.
+    A paid node put on standby abandons its inner phase (an all-reduce under way finishes), then idles
+    unbilled; reactivated, it downloads the state and computes (node/trainer.py's ``pause``)."""
+
+    budget: Budget = field(default_factory=Budget)
+    every_rounds: int = 3
+    hysteresis: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -149,6 +165,7 @@ class SimConfig:
     target_tokens: int = 0  # the run's token budget, for the ledger's progress and ETA (0: none)
     initial_download: bool = False  # nodes online at t=0 start from the seed's weights, no download
     keep_trace: bool = False  # keep every trace record in memory (small runs, tests)
+    plan: PlanPolicy | None = None  # None: admit everyone (no cost plan)
 
     @property
     def duration_s(self) -> float:

@@ -28,6 +28,7 @@ WASTE_CAUSES = (
     "timeout",  # the group overran the node's all-reduce timeout
     "failure",  # a random failure of the group
     "straggler",  # dropped from its group as too slow (straggler_policy "ban")
+    "standby",  # the inner phase a node abandoned when the cost plan put it on standby
 )
 
 
@@ -38,15 +39,22 @@ class LedgerView:
 
 
 class Accounts:
-    def __init__(self, nodes: Nodes, heartbeat_s: float, thresholds: StateThresholds) -> None:
+    def __init__(self, nodes: Nodes, heartbeat_s: float, thresholds: StateThresholds, target_tokens: int = 0) -> None:
         n = len(nodes)
         self.nodes, self.heartbeat_s, self.thresholds = nodes, heartbeat_s, thresholds
+        self.target_tokens = target_tokens
+        self.target_reached_at: float | None = None  # when tokens into the model first reached the target
+        self.usd_at_target: float | None = None  # true $ spent by then
         self.gpus = [0 if is_cpu(hw) else hw.count for hw in nodes.hardware]  # Usage.gpus
         # per node
         self.tokens_ok = [0.0] * n  # tokens of rounds that went into the model
         self.tokens_wasted = [0.0] * n
         self.billed_s = [0.0] * n  # wall time of every reported round (what the ledger bills)
         self.reports = [0] * n
+        self.failed = [0] * n  # reported rounds that failed
+        self.paused = [False] * n  # on standby: online but neither computing nor billed
+        self.paused_s = [0.0] * n  # closed standby stretches; see online_seconds()
+        self.paused_at = [0.0] * n  # when the current one began
         self.last_rate = [0.0] * n  # tokens / wall s of the latest reported round
         self.compute_s = [0.0] * n
         self.online_s = [0.0] * n  # closed sessions only; see online_seconds()
@@ -114,7 +122,28 @@ class Accounts:
         if ok:
             self.tokens_ok[i] += tokens
             self.tokens_ok_total += tokens
+            if self.target_tokens and self.target_reached_at is None and self.tokens_ok_total >= self.target_tokens:
+                self.target_reached_at, self.usd_at_target = self.t, self.true_usd
+        else:
+            self.failed[i] += 1
         self.last_rate[i] = tokens / wall_s if wall_s > 0 else 0.0
+
+    def pause(self, i: int) -> None:
+        """Standby (the cost plan): online, but it neither computes nor costs; heartbeats say so."""
+        if not self.paused[i]:
+            self.paused[i] = True
+            self.paused_at[i] = self.t
+            self.online_rate -= self.nodes.rate[i]
+            self.burn -= self.nodes.price[i].usd_per_hour
+            self.last_status[i] = "standby"
+
+    def resume(self, i: int) -> None:
+        if self.paused[i]:
+            self.paused[i] = False
+            self.paused_s[i] += self.t - self.paused_at[i]
+            self.online_rate += self.nodes.rate[i]
+            self.burn += self.nodes.price[i].usd_per_hour
+            self.last_status[i] = "joining"
 
     def waste(self, i: int, tokens: float, cause: str) -> None:
         self.tokens_wasted[i] += tokens
@@ -134,8 +163,10 @@ class Accounts:
 
     # --- views ----------------------------------------------------------------------------------
     def online_seconds(self, i: int, now: float) -> float:
+        """Seconds online and billable: standby stretches (the cost plan) are not paid for."""
         start = self.session_start[i]
-        return self.online_s[i] + (now - start if start is not None else 0.0)
+        paused = self.paused_s[i] + (now - self.paused_at[i] if self.paused[i] else 0.0)
+        return self.online_s[i] + (now - start if start is not None else 0.0) - paused
 
     def state(self, i: int, now: float) -> PeerState:
         """The peer state the coordinator shows for node ``i``: its last heartbeat is the latest

@@ -65,7 +65,9 @@ def build_nodes(cfg: SimConfig, rng: random.Random) -> Nodes:
     for p_index, pop in enumerate(cfg.populations):
         for k in range(pop.count):
             gpu = GPUS[_pick(pop.gpus, rng)]
-            if pop.price == "volunteer":
+            if pop.declared_usd_h is not None:
+                declared = pop.declared_usd_h
+            elif pop.price == "volunteer":
                 declared = 0.0
             else:
                 declared = gpu.spot_usd_h if pop.price == "spot" else gpu.on_demand_usd_h

@@ -21,6 +21,7 @@ __all__ = ["SERIES", "Result", "simulate"]
 SERIES = (
     "t_h", "online", "computing", "round",
     "tokens_per_s",  # tokens of successful rounds per second (what goes into the model)
+    "tokens_ok",  # cumulative tokens of successful rounds
     "computed_tokens_per_s",  # tokens computed per second, wasted or not
     "utilization",  # share of online node-time spent computing
     "wasted_tokens",  # cumulative
@@ -64,6 +65,7 @@ class Sampler:
         c["computing"].append(a.n_computing)
         c["round"].append(sw.open_round)
         c["tokens_per_s"].append((a.tokens_ok_total - ok0) / dt if dt > 0 else 0.0)
+        c["tokens_ok"].append(a.tokens_ok_total)
         c["computed_tokens_per_s"].append((a.computed_tokens - comp0) / dt if dt > 0 else 0.0)
         c["utilization"].append((a.compute_node_s - cns0) / dons if dons > 0 else 0.0)
         c["wasted_tokens"].append(wasted)
@@ -127,6 +129,13 @@ def summarize(sw: Swarm, sampler: Sampler) -> dict[str, Any]:
             "true_usd": true.usd, "true_usd_per_mtok": true.usd_per_million_tokens,
             "true_compute_hours": true.compute_hours, "true_usd_integral": a.true_usd,
         },
+        "target": {"tokens": cfg.target_tokens,
+                   "reached_h": None if a.target_reached_at is None else a.target_reached_at / 3600.0,
+                   "usd_at_target": a.usd_at_target,
+                   "usd_per_mtok_at_target": None if a.usd_at_target is None else a.usd_at_target / cfg.target_tokens * 1e6},
+        "plan": {"enabled": cfg.plan is not None, "plans": len(sw.plans),
+                 "mean_standby": statistics.fmean(p["standby"] for p in sw.plans) if sw.plans else 0.0,
+                 "max_planned_burn": max((p["burn"] for p in sw.plans), default=0.0)},
         "bytes": {"payload_per_round": sw.payload,  # symmetric equivalent, for a full group
                   "allreduce_per_peer_round": allreduce_bytes(int(sw.payload), cfg.protocol.target_group_size),
                   "state_download": sw.state_bytes, "downloads": a.downloads,

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from protocol import ModelSpec
+from protocol.manifest import ROUND_TOKENS
 
 from .catalog import CODECS, GPUS, LINKS, tokens_per_s
 from .config import Distribution, MassLeave, Population, RoundProtocol, SimConfig, const
@@ -132,7 +133,7 @@ def loopback4(
     seed: int = 0,
     *,
     tokens_per_s: tuple[float, ...] = (2000.0,),
-    round_tokens: int = 200_000,
+    round_tokens: int = ROUND_TOKENS,
     matchmaking_s: float = 3.0,
     eval_s: float = 0.0,
     loopback_mbps: float = 400.0,

@@ -1,9 +1,9 @@
 """Node statuses and the two small containers the swarm keeps: id sets and all-reduce groups."""
 from __future__ import annotations
 
-__all__ = ["AVERAGING", "COMPUTING", "DOWNLOADING", "EVAL", "HOLDS_STATE", "OFFLINE", "WAITING", "Group", "IdSet"]
+__all__ = ["AVERAGING", "COMPUTING", "DOWNLOADING", "EVAL", "HOLDS_STATE", "OFFLINE", "STANDBY", "WAITING", "Group", "IdSet"]
 
-OFFLINE, DOWNLOADING, WAITING, COMPUTING, AVERAGING, EVAL = range(6)
+OFFLINE, DOWNLOADING, WAITING, COMPUTING, AVERAGING, EVAL, STANDBY = range(7)  # STANDBY: told so by the cost plan
 
 
 class Group:

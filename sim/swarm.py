@@ -32,13 +32,15 @@ from node.policies.model_size import param_count
 from node.policies.schedule import RoundProgress, eta_seconds, is_behind, round_done
 from node.policies.timeouts import allreduce_bytes, state_download_timeout
 
+from coordinator.planner import PeerFigures, PlanSettings, make_plan
+
 from .allreduce import MBIT, run_group
 from .catalog import CODECS
 from .config import MassLeave, SimConfig
 from .engine import Engine, Streams, Trace
 from .ledger import Accounts
 from .population import Churn, build_nodes
-from .status import AVERAGING, COMPUTING, DOWNLOADING, EVAL, HOLDS_STATE, OFFLINE, WAITING, Group, IdSet
+from .status import AVERAGING, COMPUTING, DOWNLOADING, EVAL, HOLDS_STATE, OFFLINE, STANDBY, WAITING, Group, IdSet
 
 __all__ = ["Swarm"]
 
@@ -56,7 +58,7 @@ class Swarm:
         self.payload = self.codec.payload_bytes(self.params, self.proto.target_group_size)  # a full group's
         self.timeout_payload = self.params * self.proto.timeout_bytes_per_param
         self.state_bytes = self.params * self.proto.state_bytes_per_param
-        self.acct = Accounts(nodes, cfg.heartbeat_s, cfg.thresholds)
+        self.acct = Accounts(nodes, cfg.heartbeat_s, cfg.thresholds, cfg.target_tokens)
         self.engine = Engine(before=self.acct.advance)
         self.trace = Trace(cfg.keep_trace)
         n = len(nodes)
@@ -82,6 +84,12 @@ class Swarm:
         self.dirty = False  # the swarm rate changed since the target event was scheduled
         self.closing = False
         self.rounds: list[dict[str, float]] = []  # one row per closed round
+        # the cost plan (cfg.plan): who is told to stand by, and when it was last made
+        self.standby = [False] * n
+        self.plan_round = -(10**9)
+        self.plan_members: frozenset[int] = frozenset()
+        self.plans: list[dict[str, float]] = []  # one row per plan: t, round, burn, cap, standby, tokens/s
+        self.plan_pending = False  # a re-plan for a join or leave is scheduled
 
     # --- setup ----------------------------------------------------------------------------------
     def schedule_population(self) -> None:
@@ -102,8 +110,11 @@ class Swarm:
         self.acct.join(i, t)
         self.trace(t, "join", i)
         self.engine.at(t + self.churn.session(self.nodes.pop[i]), self._leave, i, self.gen[i])
+        self._plan_soon()
         if t == 0.0 and not self.cfg.initial_download:
             self._ready(i, 0)  # the run starts: everyone builds round 0 from the manifest's seed
+        elif self.standby[i]:
+            self._to_standby(i, self.held[i])
         else:
             self._download(i)
         self._retarget()
@@ -122,6 +133,8 @@ class Swarm:
 
     def _depart(self, i: int, graceful: bool) -> None:
         t, st = self.engine.now, self.status[i]
+        if st == STANDBY:
+            self.acct.resume(i)  # billing resumes only to stop with the session below
         if st == COMPUTING:
             self._stop_computing(i, t)
             self.acct.waste(i, self.tokens[i], "leave")
@@ -137,6 +150,7 @@ class Swarm:
         self.online.discard(i)
         pop = self.cfg.populations[self.nodes.pop[i]]
         self.acct.leave(i, t, graceful)
+        self._plan_soon()
         self.trace(t, "leave", i)
         if pop.returns and not self.retired[i]:
             back = self.churn.next_arrival(self.nodes.pop[i], t, self.nodes.utc_offset_h[i])
@@ -204,7 +218,9 @@ class Swarm:
     def _ready(self, i: int, held: int) -> None:
         """Node ``i`` holds the global state after ``held`` rounds: compute, or catch up first."""
         self.held[i] = held
-        if not is_behind(held, self.open_round):
+        if self.standby[i]:
+            self._to_standby(i, held)
+        elif not is_behind(held, self.open_round):
             self._start_computing(i, self.engine.now)
         elif held < self.state_round:
             self._download(i)  # a newer state exists already
@@ -213,6 +229,62 @@ class Swarm:
             self.waiting.append((i, self.gen[i]))
         else:  # every group of the rounds in between failed: no newer state will come
             self._start_computing(i, self.engine.now)
+
+    # --- the cost plan --------------------------------------------------------------------------
+    def _to_standby(self, i: int, held: int) -> None:
+        self.held[i] = held
+        self._set_status(i, STANDBY)
+        self.acct.pause(i)
+        self.trace(self.engine.now, "standby", i)
+
+    def _plan_soon(self) -> None:
+        """Peers came or went: re-plan once, after every other event of this instant (a crowd of joins
+        costs one plan, as the coordinator re-plans once per snapshot)."""
+        if self.cfg.plan is not None and not self.plan_pending:
+            self.plan_pending = True
+            self.engine.at(self.engine.now, self._planned_soon)
+
+    def _planned_soon(self) -> None:
+        self.plan_pending = False
+        self._maybe_plan(self.open_round)
+        self._retarget()
+
+    def _maybe_plan(self, round_: int) -> None:
+        """Run :func:`coordinator.planner.make_plan` on the online nodes (the coordinator's re-plan rule)."""
+        policy = self.cfg.plan
+        assert policy is not None
+        members = frozenset(self.online.items)
+        if round_ - self.plan_round < policy.every_rounds and members == self.plan_members:
+            return
+        self.plan_round, self.plan_members = round_, members
+        nodes, acct, pops = self.nodes, self.acct, self.cfg.populations
+        online = sorted(members)
+        # the sim knows each node's true rate and link; the coordinator measures them (plans.py)
+        figures = [PeerFigures(
+            peer_id=str(i), tokens_per_s=nodes.rate[i], price_usd_per_hour=nodes.price[i].usd_per_hour,
+            paid=nodes.declared[i] > 0,
+            reliability=(acct.reports[i] - acct.failed[i]) / acct.reports[i] if acct.reports[i] else 1.0,
+            uptime=pops[nodes.pop[i]].availability(), link_bytes_per_s=nodes.link(i), active_before=not self.standby[i],
+        ) for i in online]
+        settings = PlanSettings(round_tokens=self.proto.round_tokens, payload_bytes=self.payload,
+                                overhead_s=self.proto.matchmaking_s + self.proto.eval_s, hysteresis=policy.hysteresis)
+        remaining = max(self.cfg.target_tokens - acct.tokens_ok_total, 0)
+        result = make_plan(figures, policy.budget, settings, remaining_tokens=remaining, spent_usd=acct.true_usd,
+                           now=self.engine.now)
+        for d in result.decisions:
+            i = int(d.peer_id)
+            self.standby[i] = not d.active
+            if d.active and self.status[i] == STANDBY:  # back: catch up by state download
+                self.acct.resume(i)
+                self._download(i)
+            elif not d.active and self.status[i] == COMPUTING:  # the node abandons its inner phase at once
+                self._stop_computing(i, self.engine.now)
+                self.acct.waste(i, self.tokens[i], "standby")
+                self._to_standby(i, self.held[i])
+        self.plans.append({"t": self.engine.now, "round": round_, "burn": result.burn_usd_per_hour,
+                           "cap": -1.0 if result.cap_usd_per_hour is None else result.cap_usd_per_hour,
+                           "standby": float(sum(self.standby[i] for i in online)), "tokens_per_s": result.tokens_per_s})
+        self.trace(self.engine.now, "plan", len(result.standby))
 
     def _wake_waiting(self) -> None:
         waiting, self.waiting = self.waiting, []
@@ -300,6 +372,8 @@ class Swarm:
         self.rounds.append({"round": r, "closed_at": t, "peers": len(members), "tokens": tokens, "groups": len(groups),
                             "failed_groups": 0, "first_done": -1.0, "last_done": -1.0})
         self.engine.at(t + self.proto.matchmaking_s, self._start_allreduce, groups)
+        if self.cfg.plan is not None:
+            self._maybe_plan(r)
         self._retarget()
 
     def _start_allreduce(self, groups: list[Group]) -> None:

@@ -2,8 +2,11 @@
 
 Map of this package (each suite module exposes ``main(argv) -> int``; docs/benchmarks.md has the protocol)::
 
-    harness.py      BenchSwarm (coordinator + ``swarm join`` nodes in a testbed, ledger reports, counter
-                    samples), the CPU lock, the run fingerprint, output files, shared flags
+    swarm.py        a suite's swarm: its coordinator and ``swarm join`` nodes in a testbed (the one launcher,
+                    ``node.launcher.SwarmLauncher``), ledger reports, byte-counter samples, the CPU lock, shared flags
+    provenance.py   the run fingerprint: CPU, kernel, versions, git commit, load and steal
+    analysis.py     quantiles and traffic bursts from counter samples (pure)
+    output.py       a suite's JSON document, markdown and PNG files
     charts.py       bar and line charts as PNG bytes (matplotlib, Agg)
     bytes.py        wire and payload bytes per peer per round vs 2(N-1)/N x compressed payload, every codec
     allreduce.py    all-reduce efficiency: bound time / measured time at tbf caps of 5-100 Mbit/s
@@ -12,16 +15,17 @@ Map of this package (each suite module exposes ``main(argv) -> int``; docs/bench
     churn.py        kill a peer in the inner phase and mid-all-reduce, restart it: stall, excursion, catch-up
 
 ``bench clean`` removes leftover ``csw-`` namespaces (:func:`benchmarks.netns.clean`).
-Imports: ``benchmarks.netns``, ``node`` (config, manifests, codecs), ``protocol`` and matplotlib; the nodes
+Imports: ``benchmarks.netns``, ``node`` (launcher, config, manifests, codecs), ``protocol`` and matplotlib; the nodes
 themselves run as separate ``python -m node join`` processes.
 """
 from __future__ import annotations
 
 import importlib
 import logging
-import signal
 import sys
 from collections.abc import Callable
+
+from node.lifeline import unwind_on_signals
 
 __all__ = ["SUITES", "main"]
 
@@ -76,14 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so every ``with`` stops its nodes and removes its namespaces
-    previous = {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT/SIGTERM/SIGHUP unwind, so every ``with`` stops its nodes and removes its namespaces; the
+    # first one only: a second (Ctrl-C, then SIGTERM) must not cut that clean-up short
+    restore = unwind_on_signals(lambda signum: SystemExit(128 + signum))
     try:
         return SUITES[name](rest)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+        restore()

@@ -33,9 +33,11 @@ from typing import Any
 from benchmarks.netns import measure_goodput
 from benchmarks.suites.bytes import bound_bytes
 from benchmarks.suites.charts import line_chart
-from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q,
-                                       group_span, make_bed, publish, quantiles, Report, suite_result, SwarmSpec,
-                                       tokens_per_step, workdir)
+from benchmarks.suites.analysis import fmt_q, group_span, quantiles
+from benchmarks.suites.output import publish, suite_result
+from benchmarks.suites.provenance import fingerprint
+from benchmarks.suites.swarm import (assemble, base_parser, bench_swarm, check_testbed, Counters, cpu_lock, make_bed, Report,
+                                     ledger_reports, SwarmSpec, tokens_per_step, workdir)
 
 __all__ = ["main", "round_times"]
 
@@ -118,17 +120,17 @@ def run_cap(args: argparse.Namespace, cap: float, work: Path) -> dict[str, Any]:
         bed.shape(cap, cap)
         goodput = measure_goodput(bed, 1, 2, nbytes=max(2_000_000, int(cap * 250_000)))
         bed.shape(None, None)
-        with BenchSwarm(bed, work, spec, sample_every_s=0.05) as swarm:
-            t_capped = swarm.assemble(n, cap, cap, timeout=args.cell_seconds / 2)
+        with bench_swarm(bed, work, spec) as swarm, Counters(bed, 0.05) as counters:
+            t_capped = assemble(swarm, bed, n, cap, cap, timeout=args.cell_seconds / 2)
             base = {i: st.get("rounds", 0) for i, st in swarm.statuses().items()}
             complete = swarm.wait(lambda sts: len(sts) == n and all(st.get("rounds", 0) >= base.get(i, 0) + args.rounds
                                                                     for i, st in sts.items()),
                                   timeout=args.cell_seconds - (time.monotonic() - t0))
             swarm.stop()
-            reports = swarm.reports()
-            rows = round_times(swarm.samples, [r for r in reports if r.sent_at > t_capped], codec, goodput * 1e6 / 8,
+            reports = ledger_reports(swarm)
+            rows = round_times(counters.samples, [r for r in reports if r.sent_at > t_capped], codec, goodput * 1e6 / 8,
                                cap_bytes_s=cap * 1e6 / 8)
-            samples = swarm.samples
+            samples = counters.samples
     cell = summarize_cell({"cap_mbit": cap, "nodes": n, "model": model, "codec": codec, "goodput_mbit": goodput,
                            "goodput_over_cap": goodput / cap, "complete": complete, "seconds": round(time.monotonic() - t0, 1),
                            "rounds": rows})

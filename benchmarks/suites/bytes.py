@@ -28,14 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites.charts import bar_chart
-from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q, make_bed,
-                                       publish, quantiles, Report, suite_result, SwarmSpec, tokens_per_step, workdir,
-                                       write_outputs)
+from benchmarks.suites.analysis import fmt_q, quantiles
+from benchmarks.suites.output import publish, suite_result, write_outputs
+from benchmarks.suites.provenance import fingerprint
+from benchmarks.suites.swarm import (assemble, base_parser, bench_swarm, check_testbed, Counters, cpu_lock, make_bed, Report,
+                                     ledger_reports, SwarmSpec, tokens_per_step, workdir)
+from protocol.manifest import CODECS
 
 __all__ = ["bound_bytes", "main", "round_rows"]
 
 logger = logging.getLogger(__name__)
-ALL_CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef")
+ALL_CODECS = CODECS  # every codec a manifest may name
 
 
 def bytes_per_value(codec: str) -> float:
@@ -49,7 +52,7 @@ def bound_bytes(payload_fp32: int, codec: str, group: int) -> float:
     return 2 * (group - 1) / group * payload_fp32 / 4 * bytes_per_value(codec) if group > 1 else 0.0
 
 
-def round_rows(swarm: BenchSwarm, reports: list[Report], codec: str) -> list[dict[str, Any]]:
+def round_rows(counters: Counters, reports: list[Report], codec: str) -> list[dict[str, Any]]:
     """One row per (node, ok round in a group of 2 or more) with payload and wire ratios to the bound."""
     rows = []
     previous: dict[int, Report] = {}
@@ -62,8 +65,8 @@ def round_rows(swarm: BenchSwarm, reports: list[Report], codec: str) -> list[dic
         row: dict[str, Any] = {"node": r.node, "round": r.round, "group": r.group, "group_id": group_id, "bound": bound,
                                "payload_sent": r.bytes_sent, "payload_received": r.bytes_received,
                                "payload_sent_ratio": r.bytes_sent / bound, "payload_received_ratio": r.bytes_received / bound}
-        if prev is not None and not swarm.bed.loopback:  # the first window holds the node's joining traffic
-            c0, c1 = swarm.counter_at(r.node, prev.sent_at), swarm.counter_at(r.node, r.sent_at)
+        if prev is not None and not counters.bed.loopback:  # the first window holds the node's joining traffic
+            c0, c1 = counters.at(r.node, prev.sent_at), counters.at(r.node, r.sent_at)
             if c0 and c1:
                 up, down = c1[0] - c0[0], c1[1] - c0[1]
                 row.update(wire_up=up, wire_down=down, wire_up_ratio=up / bound, wire_down_ratio=down / bound,
@@ -88,17 +91,17 @@ def run_cell(args: argparse.Namespace, n: int, codec: str, work: Path) -> dict[s
     spec = SwarmSpec(run_id=f"bytes-{codec}-{n}-{int(time.time())}", round_tokens=args.steps_per_round * tokens_per_step(args.model) * n,
                      model=args.model, codec=codec, bandwidth_mbps=args.rate or 1000.0, max_seconds=args.cell_seconds + 60)
     bed = make_bed(n, loopback=args.loopback, up_mbit=None, down_mbit=None)
-    with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work, spec) as swarm:
+    with cpu_lock(args.cpu_lock), bed, bench_swarm(bed, work, spec) as swarm, Counters(bed) as counters:
         t0 = time.monotonic()  # after the CPU lock: waiting for it is not the cell's time
         # the swarm assembles on open links, then they are capped; only rounds after that count
-        t_capped = swarm.assemble(n, args.rate, args.rate, timeout=args.cell_seconds / 2)
+        t_capped = assemble(swarm, bed, n, args.rate, args.rate, timeout=args.cell_seconds / 2)
         base = {i: st.get("rounds", 0) for i, st in swarm.statuses().items()}
         complete = swarm.wait(lambda sts: len(sts) == n and all(st.get("rounds", 0) >= base.get(i, 0) + args.rounds
                                                                 for i, st in sts.items()),
                               timeout=args.cell_seconds - (time.monotonic() - t0))
         swarm.stop()
-        reports = swarm.reports()
-        rows = round_rows(swarm, [r for r in reports if r.sent_at > t_capped], codec)
+        reports = ledger_reports(swarm)
+        rows = round_rows(counters, [r for r in reports if r.sent_at > t_capped], codec)
     counted = [r for r in reports if r.sent_at > t_capped]
     cell: dict[str, Any] = {
         "nodes": n, "codec": codec, "bytes_per_value": bytes_per_value(codec), "complete": complete,

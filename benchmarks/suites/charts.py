@@ -5,7 +5,7 @@ target) and a legend when there is more than one series.
 ``width`` x ``height`` are the PNG's pixels. Every chart is drawn in matplotlib's default style,
 whatever a local matplotlibrc says, and the PNG carries no metadata (no software version, no
 time), so the same figures give the same bytes on one installation. The figure set-up is the simulator's (:func:`sim.plots.figure`), so every chart of the project
-looks alike. ``harness.write_outputs``
+looks alike. ``output.write_outputs``
 writes them as ``<suite>-<name>.png``; ``benchmarks.quality`` draws its curves with
 :func:`line_chart` too.
 """

@@ -38,16 +38,19 @@ from typing import Any
 from benchmarks.netns import TCP_FRAMING
 from benchmarks.suites.allreduce import WIRE_FRAMING
 from benchmarks.suites.charts import line_chart
-from benchmarks.suites.harness import (base_parser, BenchSwarm, bursts, check_testbed, cpu_lock, fingerprint, make_bed,
-                                       publish, Report, suite_result, SwarmSpec, tokens_per_step, workdir)
+from benchmarks.suites.analysis import bursts
+from benchmarks.suites.output import publish, suite_result
+from benchmarks.suites.provenance import fingerprint
+from benchmarks.suites.swarm import (assemble, base_parser, bench_swarm, check_testbed, Counters, cpu_lock, ledger_reports,
+                                     make_bed, name, Report, SwarmSpec, tokens_per_step, workdir)
 
 __all__ = ["analyse", "main"]
 
 logger = logging.getLogger(__name__)
 
 
-def _upload_rate(swarm: BenchSwarm, node: int, window_s: float = 0.1) -> float:
-    s = swarm.samples
+def _upload_rate(counters: Counters, node: int, window_s: float = 0.1) -> float:
+    s = counters.samples
     if len(s) < 2 or node not in s[-1][1]:
         return 0.0
     t1, c1 = s[-1]
@@ -58,13 +61,12 @@ def _upload_rate(swarm: BenchSwarm, node: int, window_s: float = 0.1) -> float:
     return (c1[node][0] - c0.get(node, c1[node])[0]) / max(1e-9, t1 - t0)
 
 
-def _rounds(swarm: BenchSwarm, nodes: list[int]) -> dict[int, int]:
-    sts = swarm.statuses()
-    return {i: sts.get(i, {}).get("rounds", 0) for i in nodes}
+def _rounds(sts: dict[str, dict[str, Any]], nodes: list[int]) -> dict[int, int]:
+    return {i: sts.get(name(i), {}).get("rounds", 0) for i in nodes}
 
 
 def analyse(reports: list[Report], *, victim: int, t_kill: float, t_restart: float | None, survivors: list[int],
-            samples_swarm: BenchSwarm | None, goodput_bytes_s: float | None) -> dict[str, Any]:
+            counters: Counters | None, goodput_bytes_s: float | None) -> dict[str, Any]:
     """Stall, excursion and catch-up figures of one kill (see the module docstring)."""
     out: dict[str, Any] = {}
     stalls, work_lost, to_good, excursions = [], [], [], []
@@ -97,8 +99,8 @@ def analyse(reports: list[Report], *, victim: int, t_kill: float, t_restart: flo
     if t_restart is not None:
         back = sorted((r for r in reports if r.node == victim and r.sent_at > t_restart and r.ok), key=lambda r: r.seq)
         out["catch_up_s"] = back[0].sent_at - t_restart if back else None
-        if samples_swarm is not None and back:
-            downs = bursts(samples_swarm.samples, victim, 1, 0.3 * (goodput_bytes_s or 0), t_restart, back[0].sent_at)
+        if counters is not None and back:
+            downs = bursts(counters.samples, victim, 1, 0.3 * (goodput_bytes_s or 0), t_restart, back[0].sent_at)
             if downs:
                 big = max(downs, key=lambda b: b.nbytes)  # wire bytes: TCP payload is 1448 of every 1514
                 out["state_download"] = {"wire_bytes": big.nbytes, "seconds": big.seconds,
@@ -117,39 +119,39 @@ def run_scenario(args: argparse.Namespace, work: Path, scenario: str) -> dict[st
     bed = make_bed(n, loopback=False, up_mbit=None, down_mbit=None)
     threshold = 0.5 * args.cap * 1e6 / 8
     t_restart = None
-    with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work / scenario, spec, sample_every_s=0.05) as swarm:
+    with cpu_lock(args.cpu_lock), bed, bench_swarm(bed, work / scenario, spec) as swarm, Counters(bed, 0.05) as counters:
         t0 = time.monotonic()  # after the CPU lock: waiting for it is not the run's time
 
         def left() -> float:
             return max(1.0, args.run_seconds - (time.monotonic() - t0))
 
-        swarm.assemble(n, args.cap, args.cap, timeout=left() / 2)
-        base = _rounds(swarm, list(range(1, n + 1)))
-        swarm.wait(lambda sts: all(sts.get(i, {}).get("rounds", 0) >= base[i] + 2 for i in base), timeout=left())
+        assemble(swarm, bed, n, args.cap, args.cap, timeout=left() / 2)
+        base = _rounds(swarm.statuses(), list(range(1, n + 1)))
+        swarm.wait(lambda sts: all(r >= base[i] + 2 for i, r in _rounds(sts, list(base)).items()), timeout=left())
         if scenario == "inner":  # just after it reported a round: its next inner phase has begun
-            done = (swarm.status(victim) or {}).get("rounds", 0)
-            swarm.wait(lambda sts: sts.get(victim, {}).get("rounds", 0) > done, timeout=left(), poll_s=0.05)
+            done = (swarm.status(name(victim)) or {}).get("rounds", 0)
+            swarm.wait(lambda sts: _rounds(sts, [victim])[victim] > done, timeout=left(), poll_s=0.05)
             time.sleep(1.0)
         else:  # the moment its uplink carries the all-reduce
             deadline = time.monotonic() + min(60.0, left())
-            while time.monotonic() < deadline and _upload_rate(swarm, victim) < threshold:
+            while time.monotonic() < deadline and _upload_rate(counters, victim) < threshold:
                 time.sleep(0.02)
-        victim_rounds = (swarm.status(victim) or {}).get("rounds", 0)  # its checkpoint holds at most this many
+        victim_rounds = (swarm.status(name(victim)) or {}).get("rounds", 0)  # its checkpoint holds at most this many
         t_kill = time.time()
-        rate_at_kill = _upload_rate(swarm, victim)
-        swarm.stop_node(victim, signal.SIGKILL)
-        after = _rounds(swarm, survivors)
-        swarm.wait(lambda sts: all(sts.get(i, {}).get("rounds", 0) >= after[i] + 2 for i in survivors), timeout=left())
+        rate_at_kill = _upload_rate(counters, victim)
+        swarm.stop_node(name(victim), signal.SIGKILL)
+        after = _rounds(swarm.statuses(), survivors)
+        swarm.wait(lambda sts: all(r >= after[i] + 2 for i, r in _rounds(sts, survivors).items()), timeout=left())
         if left() > 30:
             t_restart = time.time()
-            swarm.start_node(victim, [swarm.first])
-            swarm.wait(lambda sts: sts.get(victim, {}).get("rounds", 0) > victim_rounds, timeout=left())
+            swarm.start_node(name(victim), [swarm.wait_for_maddr(name(1))])
+            swarm.wait(lambda sts: _rounds(sts, [victim])[victim] > victim_rounds, timeout=left())
             time.sleep(1.0)
         swarm.stop()
-        reports = swarm.reports()
+        reports = ledger_reports(swarm)
         goodput = args.cap * 1e6 / 8 * TCP_FRAMING
         figures = analyse(reports, victim=victim, t_kill=t_kill, t_restart=t_restart, survivors=survivors,
-                          samples_swarm=swarm, goodput_bytes_s=goodput)
+                          counters=counters, goodput_bytes_s=goodput)
     out = {"scenario": scenario, "nodes": n, "cap_mbit": args.cap, "algorithm": args.algorithm,
            "victim_uplink_at_kill_mbit": rate_at_kill * 8 / 1e6, "restarted": t_restart is not None,
            "seconds": round(time.monotonic() - t0, 1), **figures,

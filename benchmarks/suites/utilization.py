@@ -36,8 +36,11 @@ from benchmarks.netns import TCP_FRAMING
 from benchmarks.suites.allreduce import round_times
 from benchmarks.suites.bytes import bound_bytes
 from benchmarks.suites.charts import bar_chart
-from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q, make_bed,
-                                       publish, quantiles, Report, suite_result, SwarmSpec, tokens_per_step, workdir)
+from benchmarks.suites.analysis import fmt_q, quantiles
+from benchmarks.suites.output import publish, suite_result
+from benchmarks.suites.provenance import fingerprint
+from benchmarks.suites.swarm import (assemble, base_parser, bench_swarm, check_testbed, Counters, cpu_lock, make_bed, Report,
+                                     ledger_reports, SwarmSpec, tokens_per_step, workdir)
 
 __all__ = ["cap_for_rho", "main", "utilization"]
 
@@ -76,19 +79,19 @@ def run(args: argparse.Namespace, work: Path, *, nodes: int, algorithm: str, cap
                      model=args.model, codec=args.codec, algorithm=algorithm, bandwidth_mbps=cap or 100.0,
                      max_seconds=args.run_seconds + 60)
     bed = make_bed(nodes, loopback=args.loopback or nodes == 1, up_mbit=None, down_mbit=None)
-    with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work / label, spec, sample_every_s=0.05) as swarm:
+    with cpu_lock(args.cpu_lock), bed, bench_swarm(bed, work / label, spec) as swarm, Counters(bed, 0.05) as counters:
         t0 = time.monotonic()  # after the CPU lock: waiting for it is not the run's time
-        t_capped = swarm.assemble(nodes, cap, cap, timeout=args.run_seconds / 2)
+        t_capped = assemble(swarm, bed, nodes, cap, cap, timeout=args.run_seconds / 2)
         base = {i: st.get("rounds", 0) for i, st in swarm.statuses().items()}
         swarm.wait(lambda sts: all(st.get("rounds", 0) >= base.get(i, 0) + args.rounds + 1 for i, st in sts.items()),
                    timeout=args.run_seconds - (time.monotonic() - t0))
         swarm.stop()
-        reports = swarm.reports()
+        reports = ledger_reports(swarm)
         out = {"label": label, "nodes": nodes, "algorithm": algorithm, "cap_mbit": cap, **utilization(reports, t_capped),
                "seconds": round(time.monotonic() - t0, 1), "payload_fp32": max((r.payload_bytes for r in reports), default=0)}
         if nodes > 1 and cap and not bed.loopback:
             goodput = cap * 1e6 / 8 * TCP_FRAMING
-            times = [r for r in round_times(swarm.samples, [r for r in reports if r.sent_at > t_capped], args.codec, goodput,
+            times = [r for r in round_times(counters.samples, [r for r in reports if r.sent_at > t_capped], args.codec, goodput,
                                             cap_bytes_s=cap * 1e6 / 8)
                      if r["group"] == nodes]
             comm = quantiles([r["t_measured"] for r in times])

@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suites.charts import line_chart
-from benchmarks.suites.harness import (base_parser, BenchSwarm, check_testbed, cpu_lock, fingerprint, fmt_q, make_bed,
-                                       publish, quantiles, suite_result, SwarmSpec, tokens_per_step, workdir)
+from benchmarks.suites.analysis import fmt_q, quantiles
+from benchmarks.suites.output import publish, suite_result
+from benchmarks.suites.provenance import fingerprint
+from benchmarks.suites.swarm import (base_parser, bench_swarm, check_testbed, Counters, cpu_lock, make_bed, ledger_reports,
+                                     SwarmSpec, tokens_per_step, workdir)
 
 __all__ = ["main"]
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace, work: Path, algorithm: str, label: str) -> dic
                      model=args.model, codec=args.codec, algorithm=algorithm, bandwidth_mbps=args.cap or 100.0,
                      matchmaking_time_s=matchmaking, max_seconds=args.run_seconds + 60, hparams=hparams)
     bed = make_bed(n, loopback=args.loopback, up_mbit=args.cap, down_mbit=args.cap)
-    with cpu_lock(args.cpu_lock), bed, BenchSwarm(bed, work / label, spec) as swarm:
+    with cpu_lock(args.cpu_lock), bed, bench_swarm(bed, work / label, spec) as swarm, Counters(bed) as counters:
         t0 = time.monotonic()  # after the CPU lock: waiting for it is not the run's time
         swarm.start(n)
         swarm.wait(lambda sts: len(sts) == n, timeout=args.run_seconds)
@@ -55,13 +58,13 @@ def run(args: argparse.Namespace, work: Path, algorithm: str, label: str) -> dic
         swarm.wait(lambda sts: any((st.get("final_val_bpb") or 99.0) <= lowest for st in sts.values()),
                    timeout=args.run_seconds - (time.monotonic() - t0))
         swarm.stop()
-        reports = swarm.reports()
+        reports = ledger_reports(swarm)
     curve = sorted((r.sent_at - t_up, r.val_bpb) for r in reports if r.val_bpb is not None and r.sent_at >= t_up)
     hits = {f"{target:g}": next((t for t, v in curve if v <= target), None) for target in args.target_bpb}
     wire: dict[str, float | None] = {}  # bytes all nodes uploaded from "all up" to each target
     for key, hit in hits.items():
-        ends = [swarm.counter_at(i, t_up + hit) for i in range(1, n + 1)] if hit is not None else []
-        starts = [swarm.counter_at(i, t_up) for i in range(1, n + 1)]
+        ends = [counters.at(i, t_up + hit) for i in range(1, n + 1)] if hit is not None else []
+        starts = [counters.at(i, t_up) for i in range(1, n + 1)]
         wire[key] = sum(e[0] - s[0] for e, s in zip(ends, starts)) if ends and all(ends) and all(starts) else None  # type: ignore[index]
     out = {"label": label, "algorithm": algorithm, "time_to_target_s": hits, "wire_bytes_up_to_target": wire,
            "best_val_bpb": min((v for _, v in curve), default=None), "rounds": len({r.round for r in reports if r.ok}),

@@ -57,7 +57,30 @@
       },
     });
   }
-  let lossChart = null, tpsChart = null;
+  // several lines over time (x: minutes since the first point); legend on
+  function makeTimeChart(canvas, lines) {
+    if (typeof Chart === "undefined") return null;
+    return new Chart(canvas, {
+      type: "line",
+      data: { datasets: lines.map(([label, color, dash]) => ({ label: label, data: [], borderColor: color, backgroundColor: color,
+        pointRadius: 1, borderDash: dash || [], stepped: true })) },
+      options: {
+        animation: false, parsing: false, responsive: true, maintainAspectRatio: false,
+        scales: {
+          x: { type: "linear", title: { display: true, text: "minutes", color: "#8a96a3" }, ticks: { color: "#8a96a3" }, grid: { color: "#2a323c" } },
+          y: { beginAtZero: true, ticks: { color: "#8a96a3" }, grid: { color: "#2a323c" } },
+        },
+        plugins: { legend: { labels: { color: "#8a96a3", boxWidth: 12 } } },
+      },
+    });
+  }
+  function updateLines(chart, canvas, lines) {
+    canvas.dataset.points = String(lines.length ? lines[0].length : 0);
+    if (!chart) return;
+    lines.forEach((points, i) => { chart.data.datasets[i].data = points; });
+    chart.update("none");
+  }
+  let lossChart = null, tpsChart = null, burnChart = null, spendChart = null;
   function updateChart(chart, canvas, points) {
     canvas.dataset.points = String(points.length);
     if (!chart) return;
@@ -68,10 +91,14 @@
   // --- panels -------------------------------------------------------------------------------
   function renderHeader(s) {
     setText("run-id", s.run.run_id);
-    setText("run-round", fmtInt(s.run.round));
+    // the run's round is the highest with a confirmed claim; a higher claimed one is shown apart
+    const claimed = s.run.claimed_round != null && s.run.claimed_round > s.run.round ? " (claimed " + fmtInt(s.run.claimed_round) + ")" : "";
+    setText("run-round", fmtInt(s.run.round) + claimed);
     setText("run-hash", s.run.manifest_hash.slice(0, 12));
+    setText("join-line", s.run.join_line || "");
     $("progress").value = s.swarm.progress;
-    setText("progress-text", fmtInt(s.swarm.tokens) + " of " + fmtInt(s.run.target_tokens) + " tokens (" + fmtPct(s.swarm.progress) + ")");
+    setText("progress-text", fmtInt(s.swarm.tokens) + " of " + fmtInt(s.run.target_tokens) + " tokens (" + fmtPct(s.swarm.progress) + ")" +
+      (s.run.epochs != null ? " · " + fmtNum(s.run.epochs, 2) + " epochs of the corpus" : ""));
   }
 
   function renderCards(s) {
@@ -102,15 +129,60 @@
     setText("net-ratio", n.compression_ratio == null ? "–" : fmtNum(n.compression_ratio, 2) + "×");
   }
 
+  const range = (lo, mid, hi, fmt) => (mid == null ? fmt(null) : fmt(mid) + " (" + fmt(lo) + " – " + fmt(hi) + ")");
+  function renderPlan(s) {
+    const p = s.plan;
+    if (!p) return;
+    const b = p.budget;
+    setText("plan-seq", p.seq == null ? "(no plan yet)" : "#" + p.seq + " at round " + fmtInt(p.round));
+    setText("plan-cap", (b.cap_usd_per_hour == null ? "none" : fmtUsd(b.cap_usd_per_hour) + " / h")
+      + (b.total_usd == null ? "" : " · total " + fmtUsd(b.total_usd))
+      + (p.cap_usd_per_hour != null && p.cap_usd_per_hour !== b.cap_usd_per_hour ? " · planning under " + fmtUsd(p.cap_usd_per_hour) + " / h" : ""));
+    setText("plan-burn", fmtUsd(s.swarm.burn_usd_per_hour) + " / h · " + fmtUsd(p.burn_usd_per_hour) + " / h");
+    setText("plan-spend", fmtUsd(s.swarm.usd) + " · " + (p.usd_to_target == null ? "–" : fmtUsd(s.swarm.usd + p.usd_to_target)));
+    setText("plan-eta", range(p.eta_low_s, p.eta_s, p.eta_high_s, fmtDuration));
+    setText("plan-usd", range(p.usd_to_target_low, p.usd_to_target, p.usd_to_target_high, fmtUsd));
+    setText("plan-tps", fmtNum(p.tokens_per_s, 0));
+    setText("plan-round-tokens", fmtInt(p.round_tokens) + " (manifest: " + fmtInt(s.run.round_tokens) + ")");
+    setText("plan-standby", fmtInt(p.standby || 0) + " peer(s)");
+    const notes = $("plan-notes");
+    notes.replaceChildren();
+    for (const n of p.notes || []) {
+      const li = document.createElement("li");
+      li.textContent = n;
+      notes.appendChild(li);
+    }
+    const rows = s.plans || [];
+    const t0 = rows.length ? rows[0].made_at : 0;
+    const at = (r) => (r.made_at - t0) / 60;
+    updateLines(burnChart, $("burn-chart"), [
+      rows.map((r) => ({ x: at(r), y: r.ledger_burn })),
+      rows.map((r) => ({ x: at(r), y: r.planned_burn })),
+      rows.filter((r) => r.cap_usd_per_hour != null).map((r) => ({ x: at(r), y: r.cap_usd_per_hour })),
+    ]);
+    updateLines(spendChart, $("spend-chart"), [
+      rows.map((r) => ({ x: at(r), y: r.spent_usd })),
+      rows.filter((r) => r.usd_to_target != null).map((r) => ({ x: at(r), y: r.spent_usd + r.usd_to_target })),
+    ]);
+  }
+
+  // flags raised against a peer (reducers' outlier reports, validators' verdicts): reason x reporters
+  function flagText(flags) {
+    const parts = Object.entries(flags || {}).map(([reason, n]) => reason + " ×" + n);
+    return parts.length ? " ⚑ " + parts.join(", ") : "";
+  }
+
   function renderLeaderboard(s) {
     const body = $("leaderboard").tBodies[0];
     body.replaceChildren();
     s.leaderboard.forEach((e, i) => {
       const tr = document.createElement("tr");
       td(tr, String(i + 1));
-      td(tr, e.name, { cls: "name", col: "name", title: e.name });
-      td(tr, fmtInt(e.peers), { cls: "num", col: "peers", value: e.peers });
+      tr.dataset.peerId = e.peer_id; // rows are peers: two peers may carry one name
+      td(tr, e.name + flagText(e.flags), { cls: "name", col: "name", title: e.name });
+      td(tr, e.peer_id.slice(-10), { cls: "peer-id", col: "peer_id", title: e.peer_id });
       td(tr, fmtInt(e.tokens), { cls: "num", col: "tokens", value: e.tokens });
+      td(tr, fmtInt(e.credited_tokens), { cls: "num", col: "credited", value: e.credited_tokens });
       td(tr, fmtNum(e.gpu_hours, 3), { cls: "num", col: "gpu_hours", value: e.gpu_hours });
       td(tr, fmtPct(e.share), { cls: "num", col: "share", value: e.share });
       td(tr, fmtUsd(e.usd), { cls: "num", col: "usd", value: e.usd });
@@ -132,9 +204,24 @@
       badge.className = "state state-" + p.state;
       badge.textContent = p.state;
       stateCell.appendChild(badge);
+      if (p.flagged) {  // >= 2 reducers reported it as an outlier; its credit stays unconfirmed
+        tr.dataset.flagged = "true";
+        const flag = document.createElement("span");
+        flag.className = "flag";
+        flag.textContent = "flagged";
+        flag.title = "reported as an outlier by " + p.flag.reducers + " reducers (first in round " + p.flag.first_round + "); credit unconfirmed";
+        stateCell.appendChild(flag);
+      }
       td(tr, p.name, { cls: "name", col: "name", title: p.name });
+      if (p.flags && Object.keys(p.flags).length) tr.dataset.flags = flagText(p.flags).slice(3);
       td(tr, p.peer_id.slice(-10), { cls: "peer-id", col: "peer_id", title: p.peer_id });
       td(tr, (p.device_count > 1 ? p.device_count + "× " : "") + p.device, { col: "device" });
+      const role = p.role || "–", reach = p.reachability || "–";
+      td(tr, role + " / " + reach, { col: "role", title: "role / reachability (the coordinator's dial-back verdict)" });
+      const VERSION_NOTE = { too_old: " (too old for this run)", older: " (older than the coordinator)", unknown: "", ok: "" };
+      const v = td(tr, (p.software_version || "?") + (VERSION_NOTE[p.version_status] || ""), { col: "version", title: "capaswarm version" });
+      v.dataset.versionStatus = p.version_status;
+      if (p.version_status === "too_old" || p.version_status === "older") v.classList.add("warn");
       td(tr, fmtInt(p.last_round), { cls: "num", col: "round", value: p.last_round });
       td(tr, fmtInt(p.tokens), { cls: "num", col: "tokens", value: p.tokens });
       td(tr, fmtInt(p.unconfirmed_tokens), { cls: "num", col: "unconfirmed", value: p.unconfirmed_tokens });
@@ -143,13 +230,26 @@
       td(tr, fmtUsd(p.price_usd_per_hour), { cls: "num", col: "price", value: p.price_usd_per_hour, title: "price from " + p.price_source });
       td(tr, fmtUsd(p.usd_per_million_tokens), { cls: "num", col: "usd_per_million_tokens" });
       td(tr, fmtInt(p.failed_rounds), { cls: "num", col: "failed_rounds", value: p.failed_rounds });
+      const plan = p.plan_state || "active";
+      td(tr, plan, { cls: "plan-" + plan, col: "plan", value: plan, title: p.plan_reason || "" });
       td(tr, ago(p.last_seen, now), { cls: "num", col: "last_seen" });
+      const credit = td(tr, "", { col: "certificate" });
+      if (p.tokens > 0) { // this volunteer's own attribution certificate, signed by the run key
+        const link = document.createElement("a");
+        link.href = "/api/v1/certificate?peer=" + encodeURIComponent(p.peer_id);
+        link.download = "";
+        link.textContent = "certificate";
+        link.title = "download your attribution certificate; check it with: swarm certificate verify FILE";
+        credit.appendChild(link);
+      }
       body.appendChild(tr);
     }
     setText("peers-note", s.peers_truncated ? "(first " + s.peers.length + " of " + s.swarm.peers + ")" : "");
   }
 
-  const EVENT_TEXT = { join: "joined", leave: "left", offline: "went offline", failed_round: "failed round", rejected: "rejected report" };
+  const EVENT_TEXT = { join: "joined", leave: "left", offline: "went offline", failed_round: "failed round", rejected: "rejected report",
+    pause: "paused", resume: "resumed", standby: "put on standby", active: "activated", budget: "budget changed",
+    standby_work: "trained on standby" };
   function renderEvents(s) {
     const list = $("events");
     list.replaceChildren();
@@ -173,6 +273,7 @@
     renderHeader(s);
     renderCards(s);
     renderCost(s);
+    renderPlan(s);
     renderLeaderboard(s);
     renderPeers(s);
     renderEvents(s);
@@ -183,19 +284,46 @@
     document.body.dataset.ledgerVersion = String(s.ledger_version);
   }
 
-  function setConnected(live) {
+  function setConnected(mode) {
     const el = $("conn");
-    el.textContent = live ? "live" : "reconnecting";
-    el.className = "conn " + (live ? "conn-live" : "conn-wait");
+    el.textContent = mode;
+    el.className = "conn " + (mode === "reconnecting" ? "conn-wait" : "conn-live");
+  }
+
+  // Polling: when the server refuses a stream (too many from this address, HTTP 429/503), the
+  // EventSource closes for good; the page then reads /api/v1/state every few seconds and tries
+  // the stream again now and then.
+  const POLL_MS = 3000, RETRY_STREAM_MS = 60000;
+  let pollTimer = null;
+  function poll() {
+    fetch("/api/v1/state", { cache: "no-store" })
+      .then((r) => { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then((s) => { setConnected("polling"); render(s); })
+      .catch(() => setConnected("reconnecting"));
+  }
+  function startPolling() {
+    if (pollTimer !== null) return;
+    poll();
+    pollTimer = setInterval(poll, POLL_MS);
+    setTimeout(() => { clearInterval(pollTimer); pollTimer = null; connect(); }, RETRY_STREAM_MS);
+  }
+
+  function connect() {
+    const source = new EventSource("/api/v1/events");
+    source.addEventListener("snapshot", (ev) => { setConnected("live"); render(JSON.parse(ev.data)); });
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) startPolling(); // refused: no automatic retry
+      else setConnected("reconnecting"); // a dropped stream: EventSource reconnects by itself
+    };
   }
 
   function start() {
     lossChart = makeChart($("loss-chart"), "val bpb", "#4fb3ff");
     tpsChart = makeChart($("tps-chart"), "tokens/s", "#3fb950");
-    fetch("/api/v1/state").then((r) => r.json()).then(render).catch(() => setConnected(false));
-    const source = new EventSource("/api/v1/events");
-    source.addEventListener("snapshot", (ev) => { setConnected(true); render(JSON.parse(ev.data)); });
-    source.onerror = () => setConnected(false); // EventSource reconnects by itself
+    burnChart = makeTimeChart($("burn-chart"), [["burn $/h (ledger)", "#4fb3ff"], ["planned $/h", "#a371f7"], ["cap $/h", "#f85149", [6, 4]]]);
+    spendChart = makeTimeChart($("spend-chart"), [["spent $", "#3fb950"], ["forecast $ at target", "#d29922", [6, 4]]]);
+    fetch("/api/v1/state").then((r) => r.json()).then(render).catch(() => setConnected("reconnecting"));
+    connect();
   }
 
   document.addEventListener("DOMContentLoaded", start);

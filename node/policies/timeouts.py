@@ -33,7 +33,9 @@ def allreduce_timeout(
     return min(t, cap_s)
 
 
-def state_download_timeout(state_bytes: int, bandwidth_bytes_per_s: float, *, safety: float = 3.0, floor_s: float = 15.0) -> float:
+def state_download_timeout(
+    state_bytes: int, bandwidth_bytes_per_s: float, *, safety: float = 3.0, floor_s: float = 15.0
+) -> float:
     if bandwidth_bytes_per_s <= 0:
         return 600.0
     return floor_s + safety * state_bytes / bandwidth_bytes_per_s

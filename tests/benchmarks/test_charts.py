@@ -7,7 +7,7 @@ import json
 import matplotlib
 
 from benchmarks.suites.charts import COLORS, bar_chart, line_chart
-from benchmarks.suites.harness import write_outputs
+from benchmarks.suites.output import write_outputs
 
 BLUE, RED, GREEN, PURPLE = COLORS[:4]
 

@@ -187,3 +187,23 @@ def test_bytes_suite_on_loopback(tmp_path, read_png):
     assert all(0.9 <= row["payload_sent_ratio"] <= 1.2 for row in cell["rounds"]), cell["rounds"]
     assert "| 2 | fp16 |" in (out / "bytes.md").read_text()
     read_png(out / "bytes-payload_sent.png", 640, 300)
+
+
+def test_home_topology_puts_each_home_behind_its_own_nat_router():
+    topo = Topology("ab12", 1, up_mbit=20, homes=2)
+    flat = [" ".join(c) for c in topo.setup_commands()]
+    for j in (1, 2):
+        r, h = f"csw-ab12-r{j}", f"csw-ab12-h{j}"
+        assert f"ip -n csw-ab12-hub link add vr{j} type veth peer name wan0 netns {r}" in flat
+        assert f"ip -n {r} addr add 10.213.0.{100 + j}/24 dev wan0" in flat
+        assert f"ip -n {h} addr add 10.214.{j}.2/24 dev veth0" in flat
+        assert f"ip -n {h} route add default via 10.214.{j}.1" in flat
+        assert f"ip netns exec {r} nft -f -" in flat and f"ip netns exec {r} sysctl -q -w net.ipv4.ip_forward=1" in flat
+        assert f"tc -n {r} qdisc add dev wan0 root {' '.join(tbf_args(20))}" in flat  # the home's uplink cap
+        assert flat.index(f"ip netns add {h}") < flat.index(f"ip -n {h} route add default via 10.214.{j}.1")
+    assert set(topo.namespaces) >= {"csw-ab12-r1", "csw-ab12-h1", "csw-ab12-r2", "csw-ab12-h2"}
+    rules = Topology.nat_ruleset()
+    assert 'oifname "wan0" masquerade' in rules and "policy drop" in rules and "ct state established,related accept" in rules
+    assert 'iifname "lan0" oifname "wan0" accept' in rules  # new connections only from the home's LAN
+    with pytest.raises(ValueError):
+        Topology("ab12", 1, homes=100)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,7 +16,9 @@ from benchmarks.quality import QualityConfig, all_reduce, build_parser, config_f
 from benchmarks.suites.charts import COLORS
 from node.averaging import make_codec
 from node.codecs import quantize_roundtrip
-from node.data import Corpus, stdlib_root
+from bench_testing import stdlib_corpus
+
+from node.data import Corpus
 from protocol import Hyperparameters, ModelSpec
 
 SPEC = ModelSpec("test", n_layer=1, n_head=2, n_embd=32, block_size=32)
@@ -27,9 +28,7 @@ CFG = QualityConfig(spec=SPEC, replicas=2, rounds=3, inner_steps=4, hp=replace(H
 
 @pytest.fixture(scope="module")
 def corpus() -> Corpus:
-    """Sixty top-level stdlib modules (~1.5 MB): real text, without walking the whole tree as load_corpus does."""
-    files = [f.read_bytes() for f in sorted(stdlib_root().glob("*.py"))[:60]]
-    return Corpus(np.frombuffer(b"\0".join(files[:54]), np.uint8), np.frombuffer(b"\0".join(files[54:]), np.uint8), len(files))
+    return stdlib_corpus(60, 6)
 
 
 @pytest.fixture(autouse=True)

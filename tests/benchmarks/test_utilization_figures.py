@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.suites.harness import Report
+from benchmarks.suites.swarm import Report
 from benchmarks.suites.utilization import utilization
 
 

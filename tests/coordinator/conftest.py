@@ -3,27 +3,24 @@
 - ``clock``, ``config``, ``client``: an in-process coordinator (``aiohttp_client``) with a fake
   clock and its ledger in ``tmp_path``;
 - ``make_report`` / ``make_heartbeat``: messages from seeded identities, stamped with ``clock``;
-- ``coordinator_process``: starts ``python -m coordinator`` subprocesses on 127.0.0.1 (port 0,
-  learned from ``--port-file``) and stops whatever is left at teardown;
+- ``coordinator_process``: starts ``python -m coordinator`` subprocesses on 127.0.0.1 (port 0) with
+  ``node.launcher.start_coordinator`` and stops whatever is left at teardown;
 - ``dashboard_feed``: the feed behind the browser test: a real 3-node swarm (``swarm_feed.py``)
   reporting to a coordinator subprocess. Anything with the
   :class:`~coordinator_testing.SwarmFeed` interface can stand in.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from coordinator_testing import REPO, RUN_ID, Clock, CoordinatorProcess, SwarmFeed
+from coordinator_testing import RUN_ID, Clock, CoordinatorProcess, SwarmFeed
 
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
+from node.launcher import start_coordinator
 from protocol import ContributionReport, Hardware, Heartbeat, Identity, RunManifest
 
 
@@ -82,23 +79,9 @@ def coordinator_process(tmp_path: Path) -> Iterator[Callable[..., CoordinatorPro
     started: list[CoordinatorProcess] = []
 
     def start(db: Path, port: int = 0, *extra: str, run_id: str = RUN_ID) -> CoordinatorProcess:
-        n = len(started)
-        port_file, log = tmp_path / f"coordinator-{n}.port", tmp_path / f"coordinator-{n}.log"
-        port_file.unlink(missing_ok=True)
-        cmd = [
-            sys.executable, "-m", "coordinator", "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
-            "--run-id", run_id, "--port-file", str(port_file), "--snapshot-interval", "0.2", *extra,
-        ]
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        with open(log, "ab") as log_file:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30.0
-        while not port_file.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"coordinator did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        handle = CoordinatorProcess(proc, int(port_file.read_text()), log)
+        c = start_coordinator(tmp_path / f"coordinator-{len(started)}", db=db, port=port, timeout=30.0,
+                              args=["--run-id", run_id, "--snapshot-interval", "0.2", *extra])
+        handle = CoordinatorProcess(c.proc, c.host, c.port, c.log)
         started.append(handle)
         return handle
 

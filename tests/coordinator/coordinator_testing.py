@@ -2,15 +2,13 @@
 
 - :func:`identity`: deterministic identities; :class:`Clock`: a fake wall clock;
 - :func:`post`, :func:`state`: talk to an in-process app through ``aiohttp_client``;
-- :class:`CoordinatorProcess`: a ``python -m coordinator`` subprocess (see the fixture);
+- :class:`CoordinatorProcess`: a ``python -m coordinator`` subprocess (see the fixture); :func:`api_state`;
 - :class:`SwarmFeed`: what the browser test needs from whatever feeds the coordinator, and
   :class:`ReporterFeed`, the default: three ``node.reporter.Reporter`` with distinct identities.
 """
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -19,7 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coordinator.keys import HUB
-from protocol import Identity
+from node.launcher import Coordinator
+from protocol import PROTOCOL_VERSION, Identity, pack
 
 RUN_ID = "test-run"
 REPO = Path(__file__).resolve().parents[2]
@@ -66,33 +65,18 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
         return response.read()
 
 
-@dataclass
-class CoordinatorProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
+def api_state(url: str) -> dict[str, Any]:
+    """A running coordinator's ``/api/v1/state``."""
+    return json.loads(http_get(url + "/api/v1/state"))
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+
+@dataclass
+class CoordinatorProcess(Coordinator):
+    """A ``python -m coordinator`` subprocess started by ``node.launcher.start_coordinator`` (see the
+    ``coordinator_process`` fixture), with its snapshot at hand."""
 
     def state(self) -> dict[str, Any]:
-        return json.loads(http_get(self.url + "/api/v1/state"))
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return api_state(self.url)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition") -> None:
@@ -121,3 +105,20 @@ class SwarmFeed(Protocol):
     def advance(self, rounds: int, timeout: float) -> None: ...
 
     def settle(self, timeout: float) -> dict[str, int]: ...
+
+
+def signed_raw(signer: Identity, wire: dict[str, Any]) -> bytes:
+    """A report envelope by ``signer`` around any payload map (the documented v1 wire format), so a
+    test can send what ``protocol.seal`` would refuse to build."""
+    payload = pack(wire)
+    signed = b"capaswarm/envelope\x00" + pack([PROTOCOL_VERSION, "report", signer.peer_id, payload])
+    return pack([PROTOCOL_VERSION, "report", signer.peer_id, payload, signer.sign(signed)])
+
+
+def rejected_metric(text: str, reason: str) -> float:
+    """``capaswarm_messages_rejected_total{reason=...}`` from a /metrics page."""
+    import re
+
+    match = re.search(rf'capaswarm_messages_rejected_total\{{reason="{reason}"\}} ([0-9.]+)', text)
+    assert match, f"no metric line for {reason}"
+    return float(match.group(1))

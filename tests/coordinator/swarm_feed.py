@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from node.demo import DemoSwarm
+from node.launcher import SwarmLauncher
 
 NAMES = ["alice", "bob", "<img src=x onerror=alert(1)>"]
 
@@ -34,7 +34,7 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
 class RealSwarmFeed:
     def __init__(self, url: str, workdir: Path, startup_timeout: float = 120.0):
         self.url = url
-        self.swarm = DemoSwarm(workdir, coordinator_url=url, extra_args=["--heartbeat-interval-s", "5"])
+        self.swarm = SwarmLauncher(workdir, coordinator_url=url, extra_args=["--heartbeat-interval-s", "5"])
         first = self.swarm.start_node("n0", extra=["--public-name", NAMES[0]])
         del first
         maddr = self.swarm.wait_for_maddr("n0", startup_timeout)

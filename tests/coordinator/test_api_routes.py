@@ -22,7 +22,9 @@ async def test_report_is_accepted_stored_and_shown(client, make_report):
     (peer,) = snap["peers"]
     assert (peer["peer_id"], peer["name"], peer["tokens"], peer["state"]) == (alice.peer_id, "alice", 1234, "online")
     assert snap["swarm"]["tokens"] == 1234
-    assert snap["loss"] == [{"round": 3, "t": report.sent_at, "val_bpb": 2.5, "tokens": 1234, "tokens_per_s": 617.0, "reports": 1}]
+    assert snap["loss"] == [
+        {"round": 3, "t": report.sent_at, "val_bpb": 2.5, "tokens": 1234, "tokens_per_s": 617.0, "reports": 1}
+    ]
     assert [e["kind"] for e in snap["events"]] == ["join"]
 
 
@@ -48,6 +50,30 @@ async def test_heartbeat_makes_a_joining_peer_and_reports_make_it_online(client,
     await post(client, seal(make_report(bob, 1, public_name="bob"), bob))
     snap = await state(client)
     assert [(p["name"], p["state"]) for p in snap["peers"]] == [("bob", "online")]
+
+
+async def test_paused_heartbeat_shows_paused_with_its_reason_and_is_not_billed(client, clock, make_heartbeat, make_report):
+    carol = identity(3)
+    await post(client, seal(make_report(carol, 0, public_name="carol", hardware=Hardware(device="NVIDIA A100"),
+                                        price_per_hour=2.0), carol))
+    clock.advance(5)
+    await post(client, seal(make_heartbeat(carol, 1, status="paused", reason="outside the schedule 22:00-07:00",
+                                           public_name="carol", hardware=Hardware(device="NVIDIA A100"),
+                                           price_per_hour=2.0), carol))
+    clock.advance(5)
+    await post(client, seal(make_heartbeat(carol, 2, status="paused", reason="outside the schedule 22:00-07:00",
+                                           public_name="carol", hardware=Hardware(device="NVIDIA A100"),
+                                           price_per_hour=2.0), carol))
+    snap = await state(client)
+    assert [(p["name"], p["state"]) for p in snap["peers"]] == [("carol", "paused")]
+    assert snap["swarm"]["by_state"]["paused"] == 1 and snap["swarm"]["burn_usd_per_hour"] == 0.0
+    pauses = [e for e in snap["events"] if e["kind"] == "pause"]
+    assert len(pauses) == 1 and pauses[0]["detail"] == "outside the schedule 22:00-07:00"  # once, not per heartbeat
+    clock.advance(5)
+    await post(client, seal(make_heartbeat(carol, 3, status="training", public_name="carol"), carol))
+    snap = await state(client)
+    assert snap["peers"][0]["state"] == "online"
+    assert [e["kind"] for e in snap["events"]][:2] == ["resume", "pause"]
 
 
 async def test_peer_states_follow_the_clock(client, clock, make_report, config):
@@ -79,17 +105,20 @@ async def test_cross_check_confirms_only_what_a_group_member_saw(client, make_re
 
 
 async def test_failed_round_costs_money_but_adds_no_tokens(client, make_report):
-    alice = identity(1)
+    alice, bob = identity(1), identity(2)
     hw = Hardware(device="NVIDIA H100 80GB HBM3")
-    await post(client, seal(make_report(alice, 0, tokens=1000, wall_s=3600.0, hardware=hw, price_per_hour=2.0), alice))
+    group = [GroupClaim(alice.peer_id, 1000), GroupClaim(bob.peer_id, 1000)]  # bob confirms alice's claim
+    report = make_report(alice, 0, tokens=1000, wall_s=3600.0, hardware=hw, price_per_hour=2.0, group=group)
+    await post(client, seal(report, alice))
     await post(client, seal(make_report(alice, 1, tokens=1000, wall_s=3600.0, hardware=hw, price_per_hour=2.0, ok=False), alice))
+    await post(client, seal(make_report(bob, 0, tokens=1000, wall_s=1.0, group=group), bob))
     snap = await state(client)
-    (peer,) = snap["peers"]
-    assert (peer["tokens"], peer["failed_rounds"], peer["usd"]) == (1000, 1, 4.0)
+    peer = next(p for p in snap["peers"] if p["peer_id"] == alice.peer_id)
+    assert (peer["tokens"], peer["confirmed_tokens"], peer["failed_rounds"], peer["usd"]) == (1000, 1000, 1, 4.0)
     assert peer["usd_per_million_tokens"] == 4000.0
     assert "failed_round" in [e["kind"] for e in snap["events"]]
-    (row,) = snap["leaderboard"]
-    assert (row["tokens"], row["gpu_hours"], row["share"]) == (1000, 2.0, 1.0)
+    row = next(e for e in snap["leaderboard"] if e["peer_id"] == alice.peer_id)
+    assert (row["tokens"], row["gpu_hours"], row["share"]) == (1000, 2.0, 0.5)
 
 
 async def test_manifest_in_msgpack_and_json(client, config):
@@ -156,3 +185,21 @@ async def test_network_wait_share_counts_only_measured_reports(client, make_repo
     await post(client, seal(make_report(bob, 0, wall_s=5.0, public_name="bob"), bob))
     shares = {p["name"]: p["network_wait_share"] for p in (await state(client))["peers"]}
     assert shares == {"alice": 0.15, "bob": None}
+
+
+async def test_readyz_says_whether_a_report_can_be_stored_now(client, config):
+    from coordinator.keys import INGESTOR
+
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert await ready.json() == {"ready": True, "ledger_open": True, "writer_running": True, "accepting": True}
+    await client.app[INGESTOR].close()  # the ledger writer stops: nothing accepted could be stored
+    stopped = await client.get("/readyz")
+    assert stopped.status == 503 and (await stopped.json())["writer_running"] is False
+    assert (await client.get("/healthz")).status == 200  # alive, only not ready
+
+
+async def test_readyz_fails_when_the_ledger_file_is_gone(client, config):
+    config.db_path.unlink()  # a volume unmounted under a running coordinator
+    body = await (await client.get("/readyz")).json()
+    assert body["ready"] is False and body["ledger_open"] is False

@@ -15,7 +15,12 @@ def test_defaults_bind_to_loopback_and_freeze_the_flag_surface():
     assert flags == sorted([
         "--help", "--host", "--port", "--db", "--manifest", "--run-id", "--target-tokens", "--max-age", "--max-future",
         "--rate", "--burst", "--max-body", "--price-table", "--electricity", "--stale-after", "--offline-after",
-        "--snapshot-interval", "--port-file", "--log-level",
+        "--snapshot-interval", "--port-file", "--log-level", "--log-file", "--log-format", "--log-max-mb", "--log-backups",
+        "--cap-per-hour", "--budget-total", "--deadline",
+        "--plan-every-rounds", "--plan-interval",
+        "--public-url", "--tls-cert", "--tls-key", "--trust-forwarded-for", "--no-dialback",
+        "--ip-rate", "--ip-burst", "--sse-per-ip", "--round-lead", "--start-round",
+        "--corpus-tokens", "--initial-checkpoint",
     ])
 
 
@@ -47,7 +52,8 @@ def test_environment_fills_in_what_flags_do_not(monkeypatch):
 
 def test_price_table_file_overrides_defaults(tmp_path):
     path = tmp_path / "prices.toml"
-    path.write_text('electricity_usd_per_kwh = 0.3\ncpu_usd_per_hour = 0.05\n[gpu_watts]\nH100 = 600\n[gpu_usd_per_hour]\nA100 = 1.2\n')
+    path.write_text('electricity_usd_per_kwh = 0.3\ncpu_usd_per_hour = 0.05\n'
+                    '[gpu_watts]\nH100 = 600\n[gpu_usd_per_hour]\nA100 = 1.2\n')
     table = load_price_table(path, electricity=None)
     assert (table.electricity_usd_per_kwh, table.cpu_usd_per_hour, table.gpu_watts["H100"]) == (0.3, 0.05, 600.0)
     assert table.gpu_watts["T4"] == 70.0 and table.gpu_usd_per_hour == {"A100": 1.2}
@@ -59,3 +65,53 @@ def test_a_bad_manifest_exits_2(tmp_path, content):
     path = tmp_path / ("bad.toml" if content.startswith(b"run_id") else "bad.msgpack")
     path.write_bytes(content)
     assert main(["--manifest", str(path), "--db", str(tmp_path / "l.sqlite3")]) == 2
+
+
+def test_budget_command_needs_the_run_key_and_a_change(tmp_path, capsys):
+    assert main(["budget", "--db", str(tmp_path / "none.sqlite3"), "--cap-per-hour", "3"]) == 2
+    assert "no run key" in capsys.readouterr().err
+    from protocol import Identity
+
+    Identity.generate().save(tmp_path / "l.sqlite3.runkey")
+    assert main(["budget", "--db", str(tmp_path / "l.sqlite3")]) == 2
+    assert "nothing to change" in capsys.readouterr().err
+    # nothing listens on port 9 of loopback: one line, exit 1
+    assert main(["budget", "--db", str(tmp_path / "l.sqlite3"), "--url", "http://127.0.0.1:9", "--cap-per-hour", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach" in err
+
+
+def test_config_reads_its_fields_from_the_environment(tmp_path, monkeypatch):
+    """CoordinatorConfig is pydantic-settings: SWARM_COORDINATOR_<FIELD>, keyword arguments above it."""
+    from pathlib import Path
+
+    from coordinator.config import CoordinatorConfig
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('[manifest]\nrun_id = "from-env"\ncodec = "int8"\n')
+    monkeypatch.setenv("SWARM_COORDINATOR_MANIFEST", str(toml))
+    monkeypatch.setenv("SWARM_COORDINATOR_TARGET_TOKENS", "2e9")
+    monkeypatch.setenv("SWARM_COORDINATOR_DIALBACK_TIMEOUT_S", "1.5")  # a field with no flag
+    config = CoordinatorConfig(db_path=Path("l.sqlite3"), port=0)
+    assert (config.run_id, config.manifest.codec, config.target_tokens, config.dialback_timeout_s, config.port) == (
+        "from-env", "int8", 2_000_000_000, 1.5, 0)
+    assert config.replace(port=9).port == 9 and config.replace(port=9).manifest == config.manifest
+    # through the CLI: the flag's spelling and the field's both fill in the flag's default
+    monkeypatch.setenv("SWARM_COORDINATOR_MAX_AGE_S", "60")
+    args = build_parser().parse_args(["--manifest", str(toml)])
+    assert args.max_age == 60.0 and config_from_args(args).max_age_s == 60.0
+    assert config_from_args(args).dialback and not config_from_args(build_parser().parse_args(["--no-dialback"])).dialback
+    monkeypatch.setenv("SWARM_COORDINATOR_DIALBACK", "false")
+    assert not config_from_args(args).dialback
+    monkeypatch.setenv("SWARM_COORDINATOR_PORT", "many")
+    with pytest.raises(ValueError, match="port"):
+        CoordinatorConfig(db_path=Path("l.sqlite3"))
+
+
+def test_field_flags_take_their_help_from_the_config():
+    from coordinator.cli import FIELD_FLAGS
+    from coordinator.config import CoordinatorConfig
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    for flag, field in FIELD_FLAGS.items():
+        assert actions[flag.replace("-", "_")].help == CoordinatorConfig.model_fields[field].description, flag

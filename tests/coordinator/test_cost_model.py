@@ -47,7 +47,8 @@ def _node(tokens: int, wall_s: float, usd_per_hour: float, rate: float, active: 
 
 
 def test_swarm_eta_burn_and_progress():
-    swarm = swarm_cost([_node(400, 3600.0, 2.0, 10.0), _node(100, 3600.0, 1.0, 15.0), _node(0, 0.0, 5.0, 99.0, active=False)], 1000)
+    nodes = [_node(400, 3600.0, 2.0, 10.0), _node(100, 3600.0, 1.0, 15.0), _node(0, 0.0, 5.0, 99.0, active=False)]
+    swarm = swarm_cost(nodes, 1000)
     assert (swarm.tokens, swarm.tokens_per_s, swarm.burn_usd_per_hour) == (500, 25.0, 3.0)
     assert swarm.eta_s == 20.0 and swarm.progress == 0.5
     assert swarm.usd == 3.0 and swarm.usd_per_million_tokens == 6000.0
@@ -57,7 +58,8 @@ def test_swarm_eta_burn_and_progress():
     assert (done.eta_s, done.progress) == (0.0, 1.0)
 
 
-@given(st.lists(st.tuples(st.integers(0, 10**9), st.floats(0, 1e6), st.floats(0, 100), st.floats(0, 1e5), st.booleans()), max_size=30))
+@given(st.lists(st.tuples(st.integers(0, 10**9), st.floats(0, 1e6), st.floats(0, 100), st.floats(0, 1e5), st.booleans()),
+                max_size=30))
 def test_swarm_totals_are_sums_of_node_figures(nodes):
     pairs = [_node(*n) for n in nodes]
     swarm = swarm_cost(pairs, 10**12)

@@ -10,6 +10,7 @@ is missing or ``UPDATE_DOCS_SCREENSHOT=1``, so that test runs leave the work tre
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -74,6 +75,11 @@ def test_dashboard_shows_the_swarm_live(dashboard_feed):
             shown_names = {peer_rows.nth(i).locator('td[data-col="name"]').text_content() for i in range(3)}
             assert shown_names == set(feed.names.values())
             assert page.locator("#peers tbody img, #leaderboard tbody img, #events img").count() == 0
+            # the join line pins the run key; every row says its version (and flags an old one)
+            join_line = page.locator("#join-line").text_content() or ""
+            assert join_line.startswith("swarm join --coordinator http") and "--run-key 12D3KooW" in join_line, join_line
+            statuses = {peer_rows.nth(i).locator('td[data-col="version"]').get_attribute("data-version-status") for i in range(3)}
+            assert statuses <= {"ok", "older", "too_old", "unknown"} and statuses, statuses
 
             # the loss chart gains points while the page is open
             loss = page.locator("#loss-chart")
@@ -99,7 +105,8 @@ def test_dashboard_shows_the_swarm_live(dashboard_feed):
                 rows = {}
                 for i in range(board.count()):
                     row = board.nth(i)
-                    rows[row.locator('td[data-col="name"]').text_content()] = int(row.locator('td[data-col="tokens"]').get_attribute("data-value"))
+                    tokens = row.locator('td[data-col="tokens"]').get_attribute("data-value")
+                    rows[row.locator('td[data-col="name"]').text_content()] = int(tokens)
                 return rows
 
             assert _poll(leaderboard, lambda rows: rows == expected, 20, "leaderboard totals") == expected
@@ -114,8 +121,59 @@ def test_dashboard_shows_the_swarm_live(dashboard_feed):
             assert all(0 < float(v) < 1 for v in shown), shown
             assert all(peer_rows.nth(i).locator('td[data-col="network_wait"]').text_content().endswith("%") for i in range(3))
 
+            # the cost plan: every (volunteer) peer is active in a signed plan; burn is drawn over time
+            plans = [peer_rows.nth(i).locator('td[data-col="plan"]').text_content() for i in range(3)]
+            assert plans == ["active"] * 3, plans
+            assert page.locator("#plan-seq").text_content().startswith("#")
+            assert page.locator("#plan-cap").text_content() == "none"
+            assert "(" in page.locator("#plan-eta").text_content() or page.locator("#plan-eta").text_content() == "reached"
+            points = _poll(lambda: int(page.locator("#burn-chart").get_attribute("data-points")), lambda n: n >= 1, 20,
+                           "plans drawn")
+            assert points >= 1
+
         finally:
             browser.close()
     assert dialogs == [], "a peer-supplied name ran as script"
     assert not [e for e in console_errors if "Content Security Policy" in e or "Refused" in e], console_errors
     assert console_errors == []
+
+
+def test_dashboard_polls_when_the_stream_is_refused(tmp_path, coordinator_process):
+    """With no stream allowed from this address (``--sse-per-ip 0``: the page's stream gets 429),
+    the page falls back to polling /api/v1/state and still follows the ledger."""
+    _need_chromium()
+    import urllib.request
+
+    from coordinator_testing import RUN_ID, identity
+    from playwright.sync_api import sync_playwright
+
+    from protocol import ContributionReport, seal
+
+    coordinator = coordinator_process(tmp_path / "ledger.sqlite3", 0, "--sse-per-ip", "0")
+
+    def report(i: int, name: str) -> None:
+        ident = identity(i)
+        body = seal(ContributionReport(
+            run_id=RUN_ID, peer_id=ident.peer_id, seq=0, sent_at=time.time(), round=0, tokens=1000, samples=8,
+            compute_s=1.0, wall_s=2.0, bytes_sent=1, bytes_received=1, public_name=name,
+        ), ident)
+        request = urllib.request.Request(coordinator.url + "/api/v1/reports", data=body,
+                                         headers={"Content-Type": "application/msgpack"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+    report(1, "first")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            page.goto(coordinator.url + "/", wait_until="load", timeout=30_000)
+            conn = page.locator("#conn")
+            _poll(conn.text_content, lambda t: t == "polling", 20, "the page to fall back to polling")
+            rows = page.locator("#peers tbody tr")
+            _poll(rows.count, lambda n: n == 1, 20, "one peer row")
+            report(2, "second")  # arrives after the page loaded: only polling can bring it
+            _poll(rows.count, lambda n: n == 2, 20, "the second peer, by polling")
+        finally:
+            browser.close()
+    assert "too_many_streams" in json.dumps(coordinator.state()["rejections"])

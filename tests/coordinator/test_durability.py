@@ -30,7 +30,8 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, coor
         for seq in range(PER_NODE):
             for i, (ident, reporter) in enumerate(zip(idents, reporters)):
                 if seq % 10 == 0:
-                    msg = Heartbeat(run_id=RUN_ID, peer_id=ident.peer_id, seq=seq, sent_at=time.time(), round=seq, status="training")
+                    msg = Heartbeat(run_id=RUN_ID, peer_id=ident.peer_id, seq=seq, sent_at=time.time(), round=seq,
+                                    status="training")
                     tokens = 0
                 else:
                     tokens = 1000 * (i + 1) + seq

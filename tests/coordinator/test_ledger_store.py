@@ -78,19 +78,26 @@ _PEERS = 4
 
 @st.composite
 def _rounds(draw):
-    """Reports of a few rounds: random groups, some honest claims, some inflated, some failed."""
-    reports = []
-    seqs = [0] * _PEERS
+    """Reports of a few rounds in any arrival order: random groups, some honest claims, some
+    inflated, some failed, some members seeing only part of their group. Each peer's seq grows
+    in the order its reports arrive (the ledger refuses rollbacks)."""
+    drafts = []
     for rnd in range(draw(st.integers(1, 4))):
         members = draw(st.lists(st.integers(0, _PEERS - 1), min_size=1, max_size=_PEERS, unique=True))
         seen = {m: draw(st.integers(1, 3)) * 100 for m in members}  # what the group saw each claim
         for m in members:
             tokens = seen[m] if draw(st.booleans()) else seen[m] + 1  # the report may inflate it
-            group = [GroupClaim(identity(o).peer_id, t) for o, t in seen.items()]
-            reports.append((m, _report(m, seqs[m], round=rnd, tokens=tokens, group=group, ok=draw(st.integers(0, 5)) > 0)))
-            seqs[m] += 1
-    order = draw(st.permutations(range(len(reports))))
-    return [reports[i] for i in order]
+            view = [o for o in members if o == m or draw(st.integers(0, 4)) > 0]  # may miss a member
+            group = [GroupClaim(identity(o).peer_id, seen[o]) for o in view]
+            drafts.append((m, dict(round=rnd, tokens=tokens, group=group, ok=draw(st.integers(0, 5)) > 0)))
+    order = draw(st.permutations(range(len(drafts))))
+    seqs = [0] * _PEERS
+    reports = []
+    for i in order:
+        m, fields = drafts[i]
+        reports.append((m, _report(m, seqs[m], **fields)))
+        seqs[m] += 1
+    return reports
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -140,4 +147,105 @@ def test_version_1_ledger_upgrades_and_counts_network_wait_only_where_measured(t
     (row,) = store.peers()
     assert (row["wall_s"], row["blocked_s"], row["blocked_wall_s"]) == (9.0, 0.5, 2.0)
     assert store.report(identity(1).peer_id, 1)["blocked_s"] == 0.5
+    store.close()
+
+
+def test_version_3_ledger_upgrades_and_keeps_what_the_newest_heartbeat_says(tmp_path):
+    from protocol import Heartbeat
+
+    path = tmp_path / "l.sqlite3"
+    Store(path, migrations=MIGRATIONS[:3]).close()  # a ledger made by a version-3 coordinator
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS) >= 4
+    assert store.apply([_incoming(1, _report(1, 0))]) == ["accepted"]
+    (row,) = store.peers()
+    assert (row["software_version"], row["role"], row["reachability"]) == ("", "", "")
+
+    def beat(seq: int, **kw) -> Incoming:
+        hb = Heartbeat(run_id=RUN_ID, peer_id=identity(1).peer_id, seq=seq, sent_at=T0, round=0, status="training", **kw)
+        envelope = seal(hb, identity(1))
+        return Incoming(envelope, hashlib.sha256(envelope).digest(), hb, T0 + 1)
+
+    assert store.apply([beat(5, software_version="0.2.0", role="client", reachability="private")]) == ["accepted"]
+    (late,) = store.apply([beat(3, software_version="0.1.0", role="reducer", reachability="public")])  # late, older
+    assert isinstance(late, Reject) and late.reason == "seq_rollback"
+    (row,) = store.peers()
+    assert (row["software_version"], row["role"], row["reachability"]) == ("0.2.0", "client", "private")
+    store.close()
+
+
+def _v2_ledger_with_data(path: Path) -> tuple[str, str]:
+    """A ledger as a version-2 coordinator left it: two peers who confirmed each other in round 1,
+    written with version 2's own columns (today's code cannot write that schema)."""
+    Store(path, migrations=MIGRATIONS[:2]).close()
+    a, b = identity(1).peer_id, identity(2).peer_id
+    with sqlite3.connect(path) as db:
+        for peer, other, tokens in ((a, b, 100), (b, a, 200)):
+            db.execute("INSERT INTO messages VALUES (?, 0, 'report', ?, ?, ?, ?)", (peer, T0, T0, b"d" * 32, b"envelope"))
+            db.execute(
+                """INSERT INTO reports (peer_id, seq, round, tokens, samples, compute_s, wall_s, bytes_sent, bytes_received,
+                       payload_bytes, ok, confirmed, sent_at, received_at, blocked_s)
+                   VALUES (?, 0, 1, ?, 1, 1.0, 1.0, 1, 1, 0, 1, 1, ?, ?, NULL)""",
+                (peer, tokens, T0, T0),
+            )
+            db.execute("INSERT INTO group_claims VALUES (1, ?, ?, ?, 0)", (other, 300 - tokens, peer))
+            db.execute(
+                """INSERT INTO peers (peer_id, public_name, first_seen, last_seen, last_seq, last_status, device, device_count,
+                       memory_gb, declared_price, last_round, reports, tokens, confirmed_tokens, wall_s)
+                   VALUES (?, 'old', ?, ?, 0, 'training', 'cpu', 1, 1.0, 0.0, 1, 1, ?, ?, 1.0)""",
+                (peer, T0, T0, tokens, tokens),
+            )
+        db.execute("INSERT INTO rounds VALUES (1, 2, 300, 1.0, 0, 0, ?, ?)", (T0, T0))
+    return a, b
+
+
+def test_version_2_ledger_with_data_upgrades_to_the_current_version(tmp_path):
+    path = tmp_path / "l.sqlite3"
+    a, b = _v2_ledger_with_data(path)
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS) >= 3
+    # old claims keep their confirmation and get G rebuilt from their group claims
+    assert {(r["peer_id"], r["confirmed"], r["group_size"]) for r in (store.report(a, 0), store.report(b, 0))} == {
+        (a, 1, 2), (b, 1, 2)
+    }
+    assert store.current_round == 1 and store.confirmed_round() == 1
+    assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()} == {a: 100, b: 200}
+    # the new rules hold on the old data: no re-claim of round 1, no seq rollback, round 2 confirms
+    reclaim = store.apply([_incoming(1, _report(1, 1, round=1, tokens=100))])[0]
+    assert isinstance(reclaim, Reject) and reclaim.reason == "round_claimed"
+    group = [GroupClaim(a, 50), GroupClaim(b, 60)]
+    assert store.apply([_incoming(1, _report(1, 1, round=2, tokens=50, group=group)),
+                        _incoming(2, _report(2, 1, round=2, tokens=60, group=group))]) == ["accepted", "accepted"]
+    assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()} == {a: 150, b: 260}
+    assert store.current_round == 2
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM messages WHERE stripped = 0").fetchone()[0] == 4
+    assert store.add_flag(b, "outlier", 2, a, T0) and not store.add_flag(b, "outlier", 2, a, T0)
+    assert store.flags() == {b: {"outlier": 1}}
+    store.close()
+
+
+def test_a_quorum_of_flags_takes_a_claims_credit_away(tmp_path):
+    """The place issue 11 items 3-4 plug into: two distinct reporters flag a claim, it loses its
+    confirmation for good; flags that arrive before the claim hold too; one reporter is not enough."""
+    store = Store(tmp_path / "l.sqlite3")
+    a, b = identity(1).peer_id, identity(2).peer_id
+    group = [GroupClaim(a, 100), GroupClaim(b, 200)]
+    store.apply([_incoming(1, _report(1, 0, round=1, tokens=100, group=group)),
+                 _incoming(2, _report(2, 0, round=1, tokens=200, group=group))])
+    assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()} == {a: 100, b: 200}
+    assert store.add_flag(b, "outlier", 1, "reducer-1", T0)
+    assert not store.add_flag(b, "outlier", 1, "reducer-1", T0 + 1)  # the same reporter twice counts once
+    assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()}[b] == 200
+    assert store.add_flag(b, "outlier", 1, "reducer-2", T0)
+    assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()} == {a: 100, b: 0}
+    assert store.report(b, 0)["flagged"] == 1 and store.report(b, 0)["confirmed"] == 0
+    # flags for round 2 arrive first; b's claim for round 2 then never confirms, a's does
+    for reporter in ("reducer-1", "reducer-2"):
+        store.add_flag(b, "outlier", 2, reporter, T0)
+    group = [GroupClaim(a, 10), GroupClaim(b, 20)]
+    store.apply([_incoming(1, _report(1, 1, round=2, tokens=10, group=group)),
+                 _incoming(2, _report(2, 1, round=2, tokens=20, group=group))])
+    assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()} == {a: 110, b: 0}
+    assert store.flags() == {b: {"outlier": 2}}
     store.close()

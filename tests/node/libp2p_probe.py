@@ -26,7 +26,8 @@ async def probe(maddr: str) -> dict[str, object]:
             await trio.sleep(0.5)  # identify runs in the background after connect
             protocols = host.get_peerstore().get_protocols(info.peer_id)
         connected = [str(p) for p in host.get_network().connections]
-        return {"peer_id": info.peer_id.to_base58(), "connected": connected, "protocols": [str(p) for p in protocols], "rtts": list(rtts)}
+        return {"peer_id": info.peer_id.to_base58(), "connected": connected, "protocols": [str(p) for p in protocols],
+                "rtts": list(rtts)}
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from node.demo import DemoSwarm
+from node.launcher import SwarmLauncher
 
 __all__ = ["wait_until", "common_hashes", "fork_problems", "latest_agrees"]
 
 
-def wait_until(swarm: DemoSwarm, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float, what: str) -> dict[str, dict[str, Any]]:
+def wait_until(swarm: SwarmLauncher, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float, what: str) -> dict[str, dict[str, Any]]:
     """Poll node statuses until ``predicate`` holds; fail with the last statuses after ``timeout``."""
     deadline = time.monotonic() + timeout
     sts: dict[str, dict[str, Any]] = {}

@@ -14,13 +14,13 @@ import time
 import psutil
 import pytest
 
-from node.demo import DemoSwarm
+from node.launcher import SwarmLauncher
 from swarm_helpers import common_hashes, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]
 
 
-def _victim_is(swarm: DemoSwarm, name: str, states: set[str]) -> bool:
+def _victim_is(swarm: SwarmLauncher, name: str, states: set[str]) -> bool:
     proc = swarm.procs[name]
     if proc.poll() is not None:
         return "dead" in states
@@ -32,7 +32,7 @@ def _victim_is(swarm: DemoSwarm, name: str, states: set[str]) -> bool:
 
 @pytest.mark.parametrize("action, states", [("kill", {"dead"}), ("hang", {psutil.STATUS_STOPPED})])
 def test_survivors_finish_rounds_after_a_peer_fails_mid_allreduce(tmp_path, action, states):
-    with DemoSwarm(tmp_path, run_id=f"test-churn-{action}", round_tokens=30_000) as swarm:
+    with SwarmLauncher(tmp_path, run_id=f"test-churn-{action}", round_tokens=30_000) as swarm:
         swarm.start_node("node-1")
         maddr = swarm.wait_for_maddr("node-1")
         swarm.start_node("node-2", [maddr])

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from node.cli import JOIN_FLAGS, build_parser
+from node.cli import JOIN_FLAGS, build_parser, join_overrides
 from node.config import ConfigError, NodeConfig, load_config
 from node.manifests import load_manifest_file, manifest_from_flags
 
@@ -35,6 +35,33 @@ def test_bad_config_is_a_clear_error(bad):
         load_config(bad)
 
 
+@pytest.mark.parametrize("bad, says", [({"schedule": "25:00-07:00"}, "schedule"), ({"schedule": "8-9"}, "schedule"),
+                                       ({"pause_when_busy": 150}, "pause_when_busy"), ({"pause_when_busy": 0}, "pause_when_busy"),
+                                       ({"max_gpu_memory_gb": -2}, "max_gpu_memory_gb"),
+                                       ({"metrics_port": 70000}, "metrics_port")])
+def test_bad_volunteer_limits_name_the_setting(bad, says):
+    with pytest.raises(ConfigError, match=says):
+        load_config(bad)
+
+
+def test_volunteer_limits_from_flags():
+    args = build_parser().parse_args(["join", "--schedule", "22:00-07:00", "--pause-when-busy", "80", "--max-gpu-memory-gb", "6",
+                                      "--metrics-port", "9464"])
+    cfg = load_config(join_overrides(args))
+    assert (cfg.schedule, cfg.pause_when_busy, cfg.max_gpu_memory_gb, cfg.metrics_port, cfg.metrics_host) == (
+        "22:00-07:00", 80.0, 6.0, 9464, "127.0.0.1")
+
+
+def test_gpu_memory_cap_is_ignored_on_cpu_with_a_log_line(caplog):
+    import logging
+
+    from node.daemon import cap_gpu_memory
+
+    with caplog.at_level(logging.INFO, logger="node.daemon"):
+        cap_gpu_memory(load_config({"max_gpu_memory_gb": 4}), "cpu")
+    assert "ignored, this node trains on the CPU" in caplog.text
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_config({}, tmp_path / "nope.toml")
@@ -50,13 +77,33 @@ def test_underscore_spellings_are_accepted():
 def test_cli_surface_is_frozen():
     """Removing or renaming a flag breaks volunteers' scripts: change this list on purpose only."""
     assert sorted(JOIN_FLAGS) == sorted([
-        "algorithm", "announce-maddrs", "bandwidth-mbps", "batch-size", "codec", "coordinator", "data", "device",
-        "heartbeat-interval-s", "host-maddrs", "identity-path", "initial-peers", "manifest", "matchmaking-time-s",
-        "max-rounds", "max-seconds", "model", "nat-port-map", "new-swarm", "price-per-hour", "public-name",
-        "round-tokens", "run-id", "state-dir", "status-interval-s", "threads",
+        "aggregation", "algorithm", "announce-maddrs", "bandwidth-mbps", "batch-size", "codec", "coordinator", "data", "device",
+        "devices",
+        "heartbeat-interval-s", "host-maddrs", "identity-path", "init-checkpoint", "initial-peers", "manifest",
+        "matchmaking-time-s",
+        "max-rounds", "max-seconds", "model", "nat-port-map", "new-swarm", "plan-poll-s", "price-per-hour", "public-name",
+        "round-tokens", "run-id", "run-key", "state-dir", "status-interval-s", "threads",
+        "schedule", "pause-when-busy", "max-gpu-memory-gb", "metrics-port", "metrics-host",
+        "bootstrap-wait-s", "role", "reachability-wait-s", "check", "check-steps", "memory-required-gb",
     ])
     for flag in JOIN_FLAGS:
         assert flag.replace("-", "_") in NodeConfig.model_fields, f"--{flag} has no config field"
+
+
+def test_join_flags_come_from_the_config_fields():
+    """Help is the field's description, choices its Literal, codec/algorithm names protocol's own lists."""
+    from protocol.manifest import ALGORITHMS, CODECS
+
+    join = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith("join"))
+    actions = {a.dest: a for a in join._actions}
+    for flag in JOIN_FLAGS:
+        field = NodeConfig.model_fields[flag.replace("-", "_")]
+        assert field.description and actions[flag.replace("-", "_")].help.startswith(field.description.replace("%", "%%")), flag
+    assert actions["codec"].choices == list(CODECS) and actions["algorithm"].choices == list(ALGORITHMS)
+    assert actions["threads"].type is int and actions["new_swarm"].default is None and actions["initial_peers"].nargs == "+"
+    assert "--pause-when-busy" in join.format_help(), "a % in a description must not break --help"
+    with pytest.raises(ConfigError, match="codec"):
+        load_config({"codec": "gzip"})
 
 
 def test_manifest_from_flags_is_deterministic_and_file_round_trips(tmp_path):
@@ -74,10 +121,11 @@ def test_manifest_from_flags_is_deterministic_and_file_round_trips(tmp_path):
 
 
 def test_join_without_peers_or_new_swarm_exits_with_a_clear_message(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "node", "join", "--state-dir", str(tmp_path), "--host-maddrs", "/ip4/127.0.0.1/tcp/0"],
+    out = subprocess.run([sys.executable, "-m", "node", "join", "--state-dir", str(tmp_path),
+                          "--host-maddrs", "/ip4/127.0.0.1/tcp/0"],
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
-    assert "--new-swarm" in out.stderr
+    assert out.returncode == 1
+    assert "--new-swarm" in out.stderr and "--coordinator" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_documented_example_manifest_loads():
@@ -97,3 +145,13 @@ def test_swarm_delegates_sim_and_bench(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "quality", "--help"])
     assert e.value.code == 0 and "--replicas" in capsys.readouterr().out
+
+
+def test_swarm_version(capsys):
+    import re
+
+    from node.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and re.fullmatch(r"capaswarm \S+ \(protocol \d+\)\n", capsys.readouterr().out)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.demo import DemoSwarm
+from node.launcher import SwarmLauncher
 from swarm_helpers import wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(180)]
@@ -16,7 +16,7 @@ PROBE = Path(__file__).with_name("libp2p_probe.py")
 
 
 def test_py_libp2p_host_dials_and_pings_a_node(tmp_path):
-    with DemoSwarm(tmp_path, run_id="test-interop") as swarm:
+    with SwarmLauncher(tmp_path, run_id="test-interop") as swarm:
         swarm.start_node("node-1")
         st = wait_until(swarm, lambda s: bool(s.get("node-1", {}).get("maddrs")), 90, "the node to listen")["node-1"]
         maddr = st["maddrs"][0]
@@ -27,7 +27,8 @@ def test_py_libp2p_host_dials_and_pings_a_node(tmp_path):
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert result["peer_id"] == st["peer_id"]
         assert st["peer_id"] in result["connected"], "the handshake did not leave a connection to the expected peer"
-        assert len(result["rtts"]) == 3 and all(r >= 0 for r in result["rtts"]), "expected three pongs"  # RTTs in whole ms: 0 on loopback
+        # RTTs in whole ms: 0 on loopback
+        assert len(result["rtts"]) == 3 and all(r >= 0 for r in result["rtts"]), "expected three pongs"
         assert "/ipfs/ping/1.0.0" in result["protocols"], result["protocols"]
 
 
@@ -35,7 +36,7 @@ def test_probe_rejects_a_wrong_peer_id(tmp_path):
     """The handshake authenticates the key: dialing the right address with another peer id fails."""
     from protocol import Identity
 
-    with DemoSwarm(tmp_path, run_id="test-interop-wrong") as swarm:
+    with SwarmLauncher(tmp_path, run_id="test-interop-wrong") as swarm:
         swarm.start_node("node-1")
         st = wait_until(swarm, lambda s: bool(s.get("node-1", {}).get("maddrs")), 90, "the node to listen")["node-1"]
         wrong = st["maddrs"][0].replace(st["peer_id"], Identity.generate().peer_id)

@@ -11,11 +11,20 @@ from node.data import ByteSampler, evaluate_bpb, load_corpus
 from node.model import GPT, PRESETS, preset
 
 
-@pytest.mark.parametrize("name, low, high", [("tiny", 0.5e6, 1.5e6), ("small", 8e6, 12e6), ("gpt2-124m", 80e6, 130e6)])
+@pytest.mark.parametrize("name, low, high", [("tiny", 0.5e6, 1.5e6), ("small", 8e6, 12e6), ("gpt2-small-bytes", 80e6, 90e6),
+                                             ("gpt2-124m", 124e6, 125e6)])
 def test_preset_sizes(name, low, high):
     with torch.device("meta"):
         n = GPT(PRESETS[name]).num_params()
     assert low <= n <= high
+
+
+def test_gpt2_124m_is_gpt2_small_with_gpt2s_vocabulary_and_nothing_else():
+    spec = preset("gpt2-124m", 50257)
+    assert (spec.n_layer, spec.n_head, spec.n_embd, spec.block_size, spec.vocab_size) == (12, 12, 768, 1024, 50257)
+    with pytest.raises(ValueError, match="gpt2-small-bytes"):
+        preset("gpt2-124m", 256)  # over bytes it would be 86M: not what the name says
+    assert preset("small", 8000).vocab_size == 8000 and preset("small").vocab_size == 256
 
 
 def test_unknown_preset():

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import pytest
 
-from node.demo import DemoSwarm
+from node.launcher import SwarmLauncher
 from swarm_helpers import common_hashes, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]
 
 
 def test_overlapped_swarm_learns_with_identical_global_parameters(tmp_path):
-    with DemoSwarm(tmp_path, run_id="test-overlap", round_tokens=30_000, extra_args=["--algorithm", "diloco-overlap"]) as swarm:
+    with SwarmLauncher(tmp_path, run_id="test-overlap", round_tokens=30_000,
+                       extra_args=["--algorithm", "diloco-overlap"]) as swarm:
         names = swarm.start(3)
         sts = wait_until(swarm, lambda s: len(s) == 3 and all(st["rounds"] >= 6 for st in s.values()), 200, "6 rounds on 3 nodes")
         for n in names:

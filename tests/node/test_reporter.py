@@ -19,7 +19,8 @@ from aiohttp import web
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
 from node.policies.backoff import next_delay
-from node.reporter import Reporter, fetch_manifest
+from node.bootstrap import fetch_manifest
+from node.reporter import Reporter
 from protocol import ContributionReport, Heartbeat, Identity, RunManifest, open_envelope, seal
 
 RUN = "reporter-test"

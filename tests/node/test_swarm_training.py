@@ -6,8 +6,8 @@ One scenario, three stages, because each stage needs the swarm the previous one 
      every node, and once all have joined, outer steps leave them with identical global
      parameters (a rare forked round must be detected and healed by the next one: see
      ``swarm_helpers.fork_problems``);
-  2. a fourth node joins mid-run and holds the swarm's exact global parameters (same hash)
-     before its first contribution;
+  2. a fourth node joins mid-run and holds the swarm's exact global state (the hash a majority of
+     the peers hold and announced) before its first contribution;
   3. one node is ``kill -9``-ed (with its p2pd): the others complete later rounds within the
      configured timeouts, converge to identical parameters and improve past their loss at the kill.
 """
@@ -17,7 +17,7 @@ import signal
 
 import pytest
 
-from node.demo import DemoSwarm
+from node.launcher import SwarmLauncher
 from swarm_helpers import common_hashes, fork_problems, latest_agrees, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(420)]
@@ -26,7 +26,7 @@ ROUND_TOKENS = 30_000  # ~15 inner steps of the tiny model across the swarm
 
 
 def test_swarm_trains_syncs_joiner_and_survives_kill(tmp_path):
-    with DemoSwarm(tmp_path, run_id="test-swarm", round_tokens=ROUND_TOKENS, extra_args=["--status-interval-s", "5"]) as swarm:
+    with SwarmLauncher(tmp_path, run_id="test-swarm", round_tokens=ROUND_TOKENS, extra_args=["--status-interval-s", "5"]) as swarm:
         names = swarm.start(3)
 
         # --- 1. three nodes train together ------------------------------------------------
@@ -54,8 +54,12 @@ def test_swarm_trains_syncs_joiner_and_survives_kill(tmp_path):
         assert synced is not None, "node-4 contributed without downloading the swarm's state"
         assert synced["round"] >= 4
         assert joined["first_contribution"] >= synced["round"], "node-4 contributed before it synchronised"
-        peer_hash = sts["node-1"]["hashes"].get(str(synced["round"]))
-        assert synced["state_hash"] == peer_hash, "node-4 downloaded state that differs from the swarm's"
+        # the joiner takes the state a majority of the peers announced (node/announce.py): under load one
+        # of the three may hold a forked round that the next round heals, so compare with the majority
+        held = [sts[n]["hashes"].get(str(synced["round"])) for n in names]
+        majority = max(set(held), key=held.count)
+        assert held.count(majority) >= 2 and synced["state_hash"] == majority, \
+            f"node-4 downloaded state that differs from the swarm's majority: {synced['state_hash'][:12]} vs {held}"
 
         # --- 3. kill -9 one node mid-run -------------------------------------------------------
         survivors = ["node-1", "node-3", "node-4"]

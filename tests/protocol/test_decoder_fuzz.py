@@ -74,7 +74,9 @@ any_msgpack = st.builds(
     _packb,
     st.recursive(
         leaves | st.floats(),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.binary(max_size=8), inner, max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.binary(max_size=8), inner, max_size=4)
+        ),
         max_leaves=16,
     ),
     st.booleans(),

@@ -9,11 +9,11 @@ import msgpack
 import pytest
 
 from protocol import DecodeError, ManifestMismatch, RemoteProtocolError, RunManifest, check_same_run, pack, unpack
-from protocol.manifest import ALGORITHMS, CODECS
+from protocol.manifest import AGGREGATIONS, ALGORITHMS, CODECS, DATA_SOURCES
 from protocol.schema import WireStruct
 
 # Fields whose values are restricted to a set: change them to another member.
-CHOICES = {"codec": CODECS, "algorithm": ALGORITHMS}
+CHOICES = {"codec": CODECS, "algorithm": ALGORITHMS, "aggregation": AGGREGATIONS, "source": DATA_SOURCES, "min_version": ("", "0.2.0")}
 
 
 def _leaf_paths(struct: type[WireStruct], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -29,6 +29,8 @@ def _leaf_paths(struct: type[WireStruct], prefix: tuple[str, ...] = ()) -> list[
 
 
 def _changed(name: str, value: Any) -> Any:
+    if name.endswith("sha256"):  # hashes are checked: 64 hex digits
+        return "f" * 64
     if name in CHOICES:
         return next(choice for choice in CHOICES[name] if choice != value)
     if isinstance(value, bool):
@@ -149,3 +151,24 @@ def test_missing_manifest_fields_take_defaults():
     data = pack({"run_id": "hash-test"})
     assert RunManifest.from_bytes(data) == MANIFEST
     assert unpack(MANIFEST.to_bytes())["run_id"] == "hash-test"
+
+
+def test_aggregation_is_appended_without_moving_old_hashes():
+    """``hparams.aggregation`` is omit-default: a manifest that keeps the plain mean has the very
+    bytes (and hash) it had before the field existed; a robust one is another run."""
+    plain = RunManifest(run_id="agg")
+    assert "aggregation" not in plain.to_wire()["hparams"]
+    robust = plain.with_changes(hparams=dataclasses.replace(plain.hparams, aggregation="centered_clip"))
+    assert robust.content_hash != plain.content_hash
+    assert RunManifest.from_bytes(robust.to_bytes()).hparams.aggregation == "centered_clip"
+    with pytest.raises(ValueError, match="aggregation"):
+        plain.with_changes(hparams=dataclasses.replace(plain.hparams, aggregation="median-ish"))
+
+
+def test_new_fields_are_checked_and_keep_old_hashes():
+    assert "init_sha256" not in MANIFEST.to_wire() and "sha256" not in MANIFEST.to_wire()["data"]
+    for bad in ({"init_sha256": "abc"}, {"init_sha256": "A" * 64}):
+        with pytest.raises(ValueError, match="init_sha256"):
+            MANIFEST.with_changes(**bad)
+    with pytest.raises(DecodeError, match="data.source"):
+        RunManifest.from_wire({**MANIFEST.to_wire(), "data": {"source": "internet"}})

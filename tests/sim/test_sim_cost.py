@@ -82,5 +82,5 @@ def test_peer_states_follow_heartbeats_as_the_coordinator_sees_them():
     assert acct.state(0, 391.0) == PeerState.OFFLINE
     assert acct.state(1, 51.0) == PeerState.OFFLINE
     view = acct.ledger(181.0, 0)
-    assert view.states == {"online": 0, "joining": 0, "stale": 1, "offline": 1}
+    assert view.states == {"online": 0, "joining": 0, "stale": 1, "offline": 1, "paused": 0, "standby": 0}
     assert view.cost.burn_usd_per_hour == 0.0  # a stale node is not burning money on the dashboard

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ALLOWED = ("protocol", "node.policies", "coordinator.cost", "coordinator.states", "sim")
+ALLOWED = ("protocol", "node.policies", "coordinator.cost", "coordinator.states", "coordinator.planner", "sim")
 
 _PROBE = textwrap.dedent(
     """

@@ -17,7 +17,7 @@ def test_param_count_of_the_tiny_preset_by_hand():
     assert param_count(MODELS["125m"]) == pytest.approx(124.4e6, rel=0.01)  # GPT-2 small with its BPE vocab
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small", "gpt2-124m"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "gpt2-small-bytes", "gpt2-124m"])
 def test_param_count_matches_the_torch_model(preset):
     torch = pytest.importorskip("torch")
     model = pytest.importorskip("node.model")
@@ -37,7 +37,9 @@ def test_train_flops_per_token_is_six_per_param_plus_attention():
     assert 6 * (param_count(spec) - 1024 * 768) < flops < 6 * param_count(spec) + 12 * 12 * 768 * 1024 + 1
 
 
-@pytest.mark.parametrize("n, target, expected", [(0, 4, []), (1, 4, [1]), (4, 4, [4]), (5, 4, [3, 2]), (17, 16, [9, 8]), (32, 16, [16, 16])])
+@pytest.mark.parametrize(
+    "n, target, expected", [(0, 4, []), (1, 4, [1]), (4, 4, [4]), (5, 4, [3, 2]), (17, 16, [9, 8]), (32, 16, [16, 16])]
+)
 def test_group_sizes_are_balanced(n, target, expected):
     assert group_sizes(n, target) == expected
 
