@@ -48,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 # flag -> the CoordinatorConfig field it sets; the flag's type, default and help come from the field
 FIELD_FLAGS: dict[str, str] = {
-    "host": "host", "port": "port", "db": "db_path", "target-tokens": "target_tokens", "corpus-tokens": "corpus_tokens",
+    "host": "host", "port": "port", "db": "db_path", "run-key-file": "run_key_path", "target-tokens": "target_tokens",
+    "corpus-tokens": "corpus_tokens",
     "initial-checkpoint": "initial_checkpoint", "max-age": "max_age_s", "max-future": "max_future_s", "rate": "rate_per_s",
     "burst": "rate_burst", "max-body": "max_body_bytes", "ip-rate": "ip_rate_per_s", "ip-burst": "ip_rate_burst",
     "sse-per-ip": "sse_per_ip", "round-lead": "max_round_lead", "start-round": "start_round",

@@ -32,7 +32,7 @@ from .cost import PriceTable, hourly_price
 from .planner import Budget, PeerFigures, PlanResult, PlanSettings, allreduce_bytes_per_peer, make_plan, price_check
 from .states import PeerState, peer_state
 
-__all__ = ["BudgetRejected", "Planning", "confirmed_share", "figures_from_rows"]
+__all__ = ["BudgetRejected", "Planning", "confirmed_share", "figures_from_rows", "uptime"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,15 @@ def confirmed_share(row: Mapping[str, Any]) -> float:
     if row["reports"] < 3 or row["tokens"] <= 0:
         return 1.0
     return min(1.0, float(row["confirmed_tokens"]) / float(row["tokens"]))
+
+
+def uptime(row: Mapping[str, Any]) -> float:
+    """Share of the time since the peer was first seen that it was heard from (``peers.online_s``,
+    which leaves out silences over the stale threshold). A peer seen once has had no time to be absent: 1."""
+    span = float(row["last_seen"]) - float(row["first_seen"])
+    if span <= 0:
+        return 1.0
+    return min(1.0, max(0.0, float(row.get("online_s", span)) / span))
 
 
 def figures_from_rows(
@@ -79,7 +88,7 @@ def figures_from_rows(
             price_usd_per_hour=price.usd_per_hour,
             paid=price.source == "declared",
             reliability=((reports - row["failed_rounds"]) / reports if reports else 1.0) * confirmed_share(row),
-            uptime=1.0,  # only peers online now are planned; churn shows as failed rounds and re-plans
+            uptime=uptime(row),
             link_bytes_per_s=link,
             active_before=previous.get(row["peer_id"], "active") == "active",
         ))

@@ -1,6 +1,6 @@
 """The ledger on disk: SQLite in WAL mode. The only module with SQL in it.
 
-Schema (version 7; later versions append to :data:`MIGRATIONS`, never edit a released one)::
+Schema (version 8; later versions append to :data:`MIGRATIONS`, never edit a released one)::
 
     messages      every accepted envelope, signed: the ledger proper. PRIMARY KEY (peer_id, seq)
                   is the idempotence key; digest = sha256(envelope as received). Verbatim unless
@@ -24,7 +24,8 @@ version 6 (issue 11) ``outliers``: reducers' outlier reports, one row per (round
 which ``outliers.py`` turns into the dashboard's pattern flag (2 reducers in each of 3 rounds).
 ``flags`` is the per-round verdict table (a quorum of reporters takes that round's credit away);
 outlier reports do not write it, because an honest node is an outlier now and then (outliers.py).
-Version 7 (issue 14) added ``reports.state_hash`` (attribution certificates name checkpoints by it).
+Version 7 (issue 14) added ``reports.state_hash`` (attribution certificates name checkpoints by it);
+version 8 (issue 13) ``peers.online_s``: time heard from, gaps over ``online_gap_s`` left out (uptime).
 
 Checks that need the ledger run here, in the writer's transaction: seq increasing per peer
 (``seq_rollback``), the round window around the run's current round (the highest round with a
@@ -175,6 +176,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE reports ADD COLUMN state_hash TEXT NOT NULL DEFAULT '';
     CREATE INDEX reports_by_state_hash ON reports (state_hash) WHERE state_hash <> '';
     """,
+    # version 8 (issue 13): seconds the peer was heard from without a silence longer than the
+    # stale threshold (``online_gap_s``), so the planner's uptime is online_s / (last_seen - first_seen)
+    """
+    ALTER TABLE peers ADD COLUMN online_s REAL NOT NULL DEFAULT 0;
+    UPDATE peers SET online_s = last_seen - first_seen;  -- older ledgers did not count: assume always online
+    """,
 ]
 
 
@@ -219,12 +226,15 @@ class Store:
         round_lag: int = 1_000_000,
         start_round: int = 0,
         flag_quorum: int = 2,
+        online_gap_s: float = 90.0,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._closed = False
         self.round_lead, self.round_lag, self.start_round = round_lead, round_lag, start_round
         self.flag_quorum = flag_quorum
+        self.online_gap_s = online_gap_s  # a longer silence was time offline (coordinator.states' stale_after_s)
+        self._counts_online = len(migrations) >= 8
         self._w = _connect(self.path)
         self._migrate(migrations)
         self._r = _connect(self.path)
@@ -373,7 +383,8 @@ class Store:
 
     def _upsert_peer(self, m: ContributionReport | Heartbeat, seen_at: float) -> None:
         c = self._w
-        is_new = c.execute("SELECT 1 FROM peers WHERE peer_id = ?", (m.peer_id,)).fetchone() is None
+        before = c.execute("SELECT last_seen FROM peers WHERE peer_id = ?", (m.peer_id,)).fetchone()
+        is_new = before is None
         status = m.status if isinstance(m, Heartbeat) else "training"
         hw = m.hardware
         # SET expressions see the old row, so "newer" compares against the stored last_seq
@@ -397,6 +408,9 @@ class Store:
             (m.peer_id, display_name(m.public_name, m.peer_id), seen_at, seen_at, m.seq, status,
              device_label(hw.device), hw.count, hw.memory_gb, m.price_per_hour, m.round),
         )
+        gap = seen_at - before[0] if before is not None else 0.0
+        if self._counts_online and 0.0 < gap <= self.online_gap_s:  # a longer silence was time offline
+            c.execute("UPDATE peers SET online_s = online_s + ? WHERE peer_id = ?", (gap, m.peer_id))
         if is_new:
             self._event(seen_at, "join", m.peer_id, device_label(hw.device))
         if isinstance(m, Heartbeat):

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from node.lifeline import die_with_parent
-from protocol import RunManifest
+from protocol import Identity, RunManifest
 
 __all__ = [
     "LOOPBACK", "LOOPBACK_TOKENS_PER_NODE", "Coordinator", "Place", "SwarmLauncher", "free_port", "loopback_round_tokens",
@@ -109,6 +109,7 @@ class Coordinator:
     host: str
     port: int
     log: Path
+    run_key: str = ""  # the run key's fingerprint: what the join line pins (``--run-key``)
 
     @property
     def url(self) -> str:
@@ -149,8 +150,10 @@ def start_coordinator(workdir: Path, manifest: RunManifest | None = None, *, db:
     workdir.mkdir(parents=True, exist_ok=True)
     port_file, log = workdir / "coordinator.port", workdir / "coordinator.log"
     port_file.unlink(missing_ok=True)
+    db = db or workdir / "ledger.sqlite3"
+    key_file = db.with_name(db.name + ".runkey")  # named here, so the nodes can pin the key it holds
     cmd = [*prefix, sys.executable, "-m", "coordinator", "--host", host, "--port", str(port), "--port-file", str(port_file),
-           "--db", str(db or workdir / "ledger.sqlite3")]
+           "--db", str(db), "--run-key-file", str(key_file)]
     if manifest is not None:
         (workdir / "manifest.msgpack").write_bytes(manifest.to_bytes())
         cmd += ["--manifest", str(workdir / "manifest.msgpack")]
@@ -161,8 +164,8 @@ def start_coordinator(workdir: Path, manifest: RunManifest | None = None, *, db:
     try:
         while time.monotonic() < deadline:
             text = port_file.read_text().strip() if port_file.exists() else ""
-            if text:
-                return Coordinator(proc, host, int(text), log)
+            if text:  # the run key is made before the socket is bound
+                return Coordinator(proc, host, int(text), log, Identity.load(key_file).peer_id)
             if proc.poll() is not None:
                 break
             time.sleep(0.05)
@@ -247,7 +250,11 @@ class SwarmLauncher:
             cmd += ["--initial-peers", *initial_peers]
         elif initial_peers is None or not self.coordinator_url:
             cmd += ["--new-swarm"]
-        cmd += ["--coordinator", self.coordinator_url] if self.coordinator_url else self.manifest_args
+        if self.coordinator_url:  # the join line a volunteer copies: the URL and the pinned run key
+            cmd += ["--coordinator", self.coordinator_url]
+            cmd += ["--run-key", self.coordinator.run_key] if self.coordinator and self.coordinator.run_key else []
+        else:
+            cmd += self.manifest_args
         return cmd + [*self.extra_args, *(extra or [])]
 
     def wait_for_maddr(self, name: str, timeout: float = 120.0) -> str:

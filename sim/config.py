@@ -109,9 +109,11 @@ class RoundProtocol:
     """The DiLoCo round as ``node/trainer.py`` runs it, with the knobs of ``node/config.py``."""
 
     round_tokens: int  # swarm-wide tokens per round (the manifest's)
-    target_group_size: int = 16  # peers per all-reduce group
-    grouping: str = "random"  # "random" (hivemind matchmaking) | "bandwidth" (tiers)
-    matchmaking_s: float = 5.0  # min_matchmaking_time: the all-reduce starts this long after the target
+    # peers per all-reduce group; None: one group of every ready peer, as the node runs (no group size)
+    target_group_size: int | None = None
+    grouping: str = "random"  # "random" (hivemind matchmaking) | "bandwidth" (tiers; the node has no such grouping)
+    # min_matchmaking_time (the node's matchmaking_time_s): the all-reduce starts this long after the target
+    matchmaking_s: float = 3.0
     progress_lag_s: float = 0.0  # peers notice the target this late and keep computing meanwhile
     eval_s: float = 0.0  # evaluation + checkpoint after each successful round (node idle)
     assumed_bandwidth_mbps: float = 20.0  # node config bandwidth_mbps: timeouts derive from it
@@ -132,6 +134,12 @@ class RoundProtocol:
             raise ValueError("grouping must be 'random' or 'bandwidth'")
         if self.straggler_policy not in ("fail_group", "ban"):
             raise ValueError("straggler_policy must be 'fail_group' or 'ban'")
+        if self.target_group_size is not None and self.target_group_size < 1:
+            raise ValueError("target_group_size must be >= 1 (or None: one group of every ready peer)")
+
+    def group_size(self, peers: int) -> int:
+        """The largest group of a swarm of ``peers``: the target, or all of them when there is none."""
+        return max(1, min(peers, self.target_group_size) if self.target_group_size else peers)
 
 
 @dataclass(frozen=True)

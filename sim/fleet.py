@@ -4,8 +4,9 @@
 
     hours = 24                 # simulated horizon
     target_tokens = 2e9        # the run's token target
-    group_size = 32            # all-reduce group size (one group for a fleet of up to 32)
+    group_size = 32            # optional all-reduce group size; omitted: one group of every ready peer, as the node
     assumed_mbps = 20          # the nodes' --bandwidth-mbps: their all-reduce timeouts derive from it
+    matchmaking_s = 3          # the nodes' --matchmaking-time-s
     seed = 0
 
     [budget]                   # the organizer's budget (coordinator.planner.Budget)
@@ -92,13 +93,15 @@ def fleet_config(data: dict[str, Any], manifest: RunManifest, prices: PriceTable
     try:
         budget = Budget(cap_usd_per_hour=b.get("cap_per_hour"), total_usd=b.get("total"))
         hours, target = float(data.get("hours", 24.0)), int(float(data.get("target_tokens", 0)))
-        group = int(data.get("group_size", 32))
+        group = int(data["group_size"]) if "group_size" in data else None
     except (TypeError, ValueError) as e:
         raise FleetError(f"budget / hours / target_tokens / group_size: {e}") from None
     pops = tuple(_population(d, k) for k, d in enumerate(devices))
     proto = RoundProtocol(
-        round_tokens=manifest.round_tokens, target_group_size=group, matchmaking_s=float(data.get("matchmaking_s", 5.0)),
-        assumed_bandwidth_mbps=float(data.get("assumed_mbps", 20.0)), eval_s=float(data.get("eval_s", 0.0)),
+        round_tokens=manifest.round_tokens, target_group_size=group,
+        matchmaking_s=float(data.get("matchmaking_s", RoundProtocol.matchmaking_s)),
+        assumed_bandwidth_mbps=float(data.get("assumed_mbps", RoundProtocol.assumed_bandwidth_mbps)),
+        eval_s=float(data.get("eval_s", 0.0)),
     )
     return SimConfig(
         scenario=name, populations=pops, protocol=proto, model=manifest.model, codec=manifest.codec, hours=hours,

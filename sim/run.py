@@ -137,7 +137,7 @@ def summarize(sw: Swarm, sampler: Sampler) -> dict[str, Any]:
                  "mean_standby": statistics.fmean(p["standby"] for p in sw.plans) if sw.plans else 0.0,
                  "max_planned_burn": max((p["burn"] for p in sw.plans), default=0.0)},
         "bytes": {"payload_per_round": sw.payload,  # symmetric equivalent, for a full group
-                  "allreduce_per_peer_round": allreduce_bytes(int(sw.payload), cfg.protocol.target_group_size),
+                  "allreduce_per_peer_round": allreduce_bytes(int(sw.payload), cfg.protocol.group_size(len(sw.nodes))),
                   "state_download": sw.state_bytes, "downloads": a.downloads,
                   "per_peer_total": _percentiles(per_peer), "total": a.bytes_total},
     }

@@ -87,7 +87,7 @@ def _internet(name: str, pops: tuple[Population, ...], hours: float, seed: int, 
               codec: str = "int8", round_s: float = 900.0, **protocol: Any) -> SimConfig:
     spec = MODELS[model]
     round_tokens = max(1, int(expected_rate(pops, spec) * round_s))
-    proto = RoundProtocol(round_tokens=round_tokens, assumed_bandwidth_mbps=5.0, matchmaking_s=15.0,
+    proto = RoundProtocol(round_tokens=round_tokens, target_group_size=16, assumed_bandwidth_mbps=5.0, matchmaking_s=15.0,
                           group_failure_rate=0.01, download_failure_rate=0.02, eval_s=10.0)
     return SimConfig(scenario=name, populations=pops, protocol=replace(proto, **protocol), model=spec, codec=codec,
                      hours=hours, seed=seed)

@@ -55,7 +55,7 @@ class Swarm:
         self.rng_leave = streams("leaves")
         self.params = param_count(cfg.model)
         self.codec = CODECS[cfg.codec]
-        self.payload = self.codec.payload_bytes(self.params, self.proto.target_group_size)  # a full group's
+        self.payload = self.codec.payload_bytes(self.params, self.proto.group_size(len(nodes)))  # a full group's
         self.timeout_payload = self.params * self.proto.timeout_bytes_per_param
         self.state_bytes = self.params * self.proto.state_bytes_per_param
         self.acct = Accounts(nodes, cfg.heartbeat_s, cfg.thresholds, cfg.target_tokens)
@@ -364,7 +364,7 @@ class Swarm:
         self.open_round += 1
         self.trace(t, "close", r)
         key = self.nodes.link if self.proto.grouping == "bandwidth" else None
-        groups = [Group(r, g) for g in form_groups(members, self.proto.target_group_size, self.rng_match, key)]
+        groups = [Group(r, g) for g in form_groups(members, self.proto.group_size(len(members)), self.rng_match, key)]
         for g in groups:
             for i in g.members:
                 self.group[i] = g

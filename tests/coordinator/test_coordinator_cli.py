@@ -13,7 +13,8 @@ def test_defaults_bind_to_loopback_and_freeze_the_flag_surface():
     assert args.host == "127.0.0.1" and args.port == 8080 and args.manifest is None
     flags = sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
     assert flags == sorted([
-        "--help", "--host", "--port", "--db", "--manifest", "--run-id", "--target-tokens", "--max-age", "--max-future",
+        "--help", "--host", "--port", "--db", "--run-key-file", "--manifest", "--run-id", "--target-tokens", "--max-age",
+        "--max-future",
         "--rate", "--burst", "--max-body", "--price-table", "--electricity", "--stale-after", "--offline-after",
         "--snapshot-interval", "--port-file", "--log-level", "--log-file", "--log-format", "--log-max-mb", "--log-backups",
         "--cap-per-hour", "--budget-total", "--deadline",

@@ -249,3 +249,38 @@ def test_a_quorum_of_flags_takes_a_claims_credit_away(tmp_path):
     assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()} == {a: 110, b: 0}
     assert store.flags() == {b: {"outlier": 2}}
     store.close()
+
+
+def test_online_time_leaves_out_silences_and_gives_the_planners_uptime(tmp_path):
+    from coordinator.plans import uptime
+    from protocol import Heartbeat
+
+    store = Store(tmp_path / "l.sqlite3", online_gap_s=90.0)
+
+    def beat(seq: int, at: float) -> Incoming:
+        hb = Heartbeat(run_id=RUN_ID, peer_id=identity(1).peer_id, seq=seq, sent_at=T0 + at, round=0, status="training")
+        envelope = seal(hb, identity(1))
+        return Incoming(envelope, hashlib.sha256(envelope).digest(), hb, T0 + at)
+
+    for seq, at in enumerate((0.0, 30.0, 60.0, 90.0, 600.0, 630.0)):  # offline from 90 s to 600 s
+        assert store.apply([beat(seq, at)]) == ["accepted"]
+    (row,) = store.peers()
+    assert row["online_s"] == pytest.approx(120.0)  # 3 x 30 s, then 30 s after it came back
+    assert uptime(row) == pytest.approx(120.0 / 630.0)
+    assert uptime({**row, "last_seen": row["first_seen"]}) == 1.0  # seen once: no time to be absent
+    store.close()
+
+
+def test_a_migrated_ledger_counts_its_peers_as_always_online(tmp_path):
+    from coordinator.plans import uptime
+
+    path = tmp_path / "l.sqlite3"
+    old = Store(path, migrations=MIGRATIONS[:7])  # a version-7 coordinator did not count online time
+    assert old.apply([_incoming(1, _report(1, 0))]) == ["accepted"]
+    old.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE peers SET last_seen = first_seen + 500")
+    store = Store(path)
+    (row,) = store.peers()
+    assert row["online_s"] == pytest.approx(500.0) and uptime(row) == 1.0
+    store.close()

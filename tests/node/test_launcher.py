@@ -51,3 +51,18 @@ def test_a_coordinator_that_cannot_start_is_an_error_with_its_log(tmp_path):
         start_coordinator(tmp_path, args=["--no-such-flag"], timeout=60)
     assert "--no-such-flag" in str(failed.value)  # the log's tail says why
     assert (tmp_path / "coordinator.log").exists() and not (tmp_path / "coordinator.port").exists()
+
+
+def test_nodes_of_a_launched_coordinator_pin_its_run_key_as_the_join_line_does(tmp_path):
+    import json
+    import urllib.request
+
+    from protocol import RunManifest
+
+    swarm = SwarmLauncher(tmp_path)
+    with swarm.start_coordinator(RunManifest(run_id="pinned", round_tokens=1000)) as coordinator:
+        with urllib.request.urlopen(coordinator.url + "/api/v1/join", timeout=10) as r:
+            join = json.loads(r.read())
+        cmd = swarm.node_command("node-2", [])
+    assert coordinator.run_key.startswith("12D3KooW") and join["run_key"] == coordinator.run_key
+    assert _after(cmd, "--coordinator") == coordinator.url and _after(cmd, "--run-key") == coordinator.run_key
