@@ -29,10 +29,11 @@ from protocol import BudgetChange, Hardware, Identity, PeerPlan, Plan, RemotePro
 
 from .config import CoordinatorConfig
 from .cost import PriceTable, hourly_price
+from .plausibility import Limits, price_cap
 from .planner import Budget, PeerFigures, PlanResult, PlanSettings, allreduce_bytes_per_peer, make_plan, price_check
 from .states import PeerState, peer_state
 
-__all__ = ["BudgetRejected", "Planning", "confirmed_share", "figures_from_rows", "uptime"]
+__all__ = ["BudgetRejected", "Planning", "confirmed_share", "figures_from_rows", "price_quote", "uptime"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +251,23 @@ class Planning:
 
 
 def _table_price(row: Mapping[str, Any], prices: PriceTable) -> float | None:
-    """The price table's market $/h for the peer's hardware, if the table has one."""
     hardware = Hardware(device=row["device"], count=row["device_count"], memory_gb=row["memory_gb"])
+    return _market(hardware, prices)
+
+
+def _market(hardware: Hardware, prices: PriceTable) -> float | None:
+    """The price table's market $/h for this hardware, if the table has one."""
     price = hourly_price(hardware, 0.0, prices)
     return price.usd_per_hour if price.source == "table" else None
+
+
+def price_quote(hardware: Hardware, declared: float, prices: PriceTable, limits: Limits, max_markup: float) -> dict[str, Any]:
+    """What this coordinator would bill a node of ``hardware`` declaring ``declared`` $/h, before it joins
+    (``GET /api/v1/price``, which ``swarm join --check`` shows): the price and the rule that set it, the
+    table's market price, the most it accepts (a report above it is refused) and the planner's note."""
+    price = hourly_price(hardware, declared, prices)
+    cap = price_cap(hardware, prices, limits)
+    market = _market(hardware, prices)
+    return {"usd_per_hour": price.usd_per_hour, "source": price.source, "table_usd_per_hour": market,
+            "max_usd_per_hour": cap, "accepted": declared <= cap,
+            "note": price_check(declared, market, max_markup) if declared > 0 else ""}

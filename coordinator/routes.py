@@ -18,6 +18,8 @@
     GET  /api/v1/manifest/signed  the manifest as an envelope signed by the run key (nodes verify it)
     GET  /api/v1/peers      {"peers": [{"peer_id", "maddrs", ...}]}: fresh, dial-back-confirmed, bounded
     GET  /api/v1/join       {"url", "run_key", "join_line", "manifest_hash", "software_version", "min_version"}
+    GET  /api/v1/price      ``?device=NAME&count=N&declared=USD_PER_H``: what this coordinator would bill such a
+                            node (plans.price_quote), for ``swarm join --check``; 400 on a bad query
     GET  /api/v1/certificate  an attribution certificate signed by the run key (certificates.py);
                             ``?state_hash=H`` (default: the latest), ``&peer=ID`` (one volunteer's own)
     GET  /api/v1/checkpoint/{sha256}  the manifest's initial checkpoint file (nodes verify the hash)
@@ -29,15 +31,17 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from protocol import SOFTWARE_VERSION, Heartbeat, seal
+from protocol import SOFTWARE_VERSION, Hardware, Heartbeat, seal
 
 from .certificates import CertificateRefused, build_certificate, gather, sign
 from .keys import CONFIG, HUB, INGESTOR, JOIN, METRICS, PEERBOOK, PLANNING, RUN_KEY, STORE
+from .plans import price_quote
 from .ingest import StorageUnavailable
 from .ledger import Reject
 from .plans import BudgetRejected
@@ -199,6 +203,19 @@ async def get_join(request: web.Request) -> web.Response:
                   "min_version": manifest.min_version})
 
 
+async def get_price(request: web.Request) -> web.Response:
+    config, q = request.app[CONFIG], request.query
+    try:
+        device, count, declared = q.get("device", "")[:64], int(q.get("count", "1")), float(q.get("declared", "0"))
+    except ValueError:
+        return _json({"error": "bad_query", "detail": "count must be an integer and declared a number"}, status=400)
+    if not 0 <= count <= config.limits.max_devices or not math.isfinite(declared) or declared < 0:
+        return _json({"error": "bad_query", "detail": f"count must be 0..{config.limits.max_devices}, declared >= 0"},
+                     status=400)
+    hardware = Hardware(device=device or "cpu", count=count, memory_gb=0.0)
+    return _json(price_quote(hardware, declared, config.prices, config.limits, config.max_price_markup))
+
+
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -266,6 +283,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/manifest/signed", get_signed_manifest)
     app.router.add_get("/api/v1/peers", get_peers)
     app.router.add_get("/api/v1/join", get_join)
+    app.router.add_get("/api/v1/price", get_price)
     app.router.add_get("/api/v1/certificate", get_certificate)
     app.router.add_get("/api/v1/checkpoint/{sha256}", get_checkpoint)
     app.router.add_get("/metrics", get_metrics)

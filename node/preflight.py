@@ -6,7 +6,8 @@ pinned key); software version against the manifest's ``min_version``; reachabili
 coordinator's dial-back verdict on a short-lived libp2p listener: public, or behind NAT and
 therefore a client); free disk for checkpoints; RAM / GPU memory against the model; a few real
 training steps giving tokens/s; and what that means: tokens per hour, the share of a round at the
-swarm's current speed, and $ per 1M tokens for a paid node.
+swarm's current speed, and $ per 1M tokens at the price the coordinator's price table gives it
+(a paid node's declared price, checked against the table and the coordinator's limit).
 
 The memory a model needs is estimated from its parameter count (weights, gradients, AdamW's two
 moments, the global copy and its momentum: 6 fp32 copies, plus activations); ``memory_required_gb``
@@ -17,11 +18,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 from node.bootstrap import PIN_FILE, JoinError, coordinator_get, fetch_signed_manifest
 from node.config import NodeConfig
-from protocol import SOFTWARE_VERSION, Heartbeat, IncompatibleVersion, RunManifest, check_software_version, seal
+from protocol import SOFTWARE_VERSION, Hardware, Heartbeat, IncompatibleVersion, RunManifest, check_software_version, seal
 
 __all__ = ["Preflight", "run_check"]
 
@@ -194,7 +196,26 @@ def _checks(cfg: NodeConfig, report: Preflight) -> None:
     round_s = manifest.round_tokens / (swarm_tps + tps)
     report.info("contribution", f"{tps * 3600:,.0f} tokens/h; {share:.0%} of a round ({manifest.round_tokens:,} tokens, "
                                 f"~{round_s:,.0f} s at the swarm's {swarm_tps:,.0f} + our {tps:,.0f} tokens/s)")
-    if cfg.price_per_hour > 0:
-        report.info("cost", f"${cfg.price_per_hour / (tps * 3600) * 1e6:,.2f} per 1M tokens at the declared ${cfg.price_per_hour:g}/h")
-    else:
-        report.info("cost", "volunteer ($0/h declared); the coordinator counts electricity from its price table")
+    _cost(cfg, hw, tps, report)
+
+
+def _cost(cfg: NodeConfig, hw: Hardware, tps: float, report: Preflight) -> None:
+    """$ per 1M tokens at the price the coordinator would bill, from its own price table (``/api/v1/price``)."""
+    query = urllib.parse.urlencode({"device": hw.device, "count": hw.count, "declared": cfg.price_per_hour})
+    try:
+        quote = json.loads(coordinator_get(cfg.coordinator, f"/api/v1/price?{query}", accept="application/json"))
+        usd, source, cap = float(quote["usd_per_hour"]), str(quote["source"]), float(quote["max_usd_per_hour"])
+    except (JoinError, ValueError, KeyError, TypeError) as e:
+        report.info("cost", f"the coordinator gave no price quote ({e}); declared ${cfg.price_per_hour:g}/h")
+        return
+    per_mtok = usd / (tps * 3600) * 1e6
+    rule = {"declared": "declared", "table": "the price table's market price", "electricity": "electricity, by the price table",
+            "cpu_default": "the price table's CPU rate"}.get(source, source)
+    if not quote.get("accepted", True):
+        report.fail("cost", f"declared ${cfg.price_per_hour:g}/h is over this coordinator's limit of ${cap:g}/h for "
+                            f"{hw.count} x {hw.device}: its reports would be refused")
+        return
+    line = f"${per_mtok:,.4f} per 1M tokens at ${usd:g}/h ({rule})"
+    if cfg.price_per_hour > 0 and quote.get("table_usd_per_hour") is not None:
+        line += f"; the table's market price is ${float(quote['table_usd_per_hour']):g}/h"
+    report.info("cost", line + (f"; {quote['note']}, so the planner may keep it on standby" if quote.get("note") else ""))

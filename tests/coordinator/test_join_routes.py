@@ -52,3 +52,22 @@ def test_version_status():
     assert version_status("0.1.0", "0.2.0", current="0.2.0") == "too_old"
     assert version_status("junk", "", current="0.2.0") == "unknown"
     assert RunManifest(run_id="r", min_version="0.2.0").min_version == "0.2.0"
+
+
+async def test_price_quote_uses_the_coordinators_table_and_limits(client, config):
+    async def quote(**query: str) -> tuple[int, dict]:
+        resp = await client.get("/api/v1/price", params=query)
+        return resp.status, await resp.json()
+
+    status, cpu = await quote(device="cpu", count="0", declared="0")
+    assert status == 200 and cpu["source"] == "cpu_default" and cpu["usd_per_hour"] == config.prices.cpu_usd_per_hour
+    status, paid = await quote(device="NVIDIA A100", count="2", declared="3.5")
+    assert status == 200 and (paid["source"], paid["usd_per_hour"], paid["accepted"]) == ("declared", 3.5, True)
+    assert paid["max_usd_per_hour"] >= 2 * config.limits.max_usd_per_device_hour
+    status, greedy = await quote(device="NVIDIA A100", count="1", declared="1e6")
+    assert status == 200 and greedy["accepted"] is False  # such reports would be refused as implausible
+    status, volunteer = await quote(device="NVIDIA GeForce RTX 4090", count="1", declared="0")
+    assert volunteer["source"] == "electricity" and 0 < volunteer["usd_per_hour"] < 1
+    for bad in ({"count": "x"}, {"declared": "nan"}, {"declared": "-1"}, {"count": "100000"}):
+        status, body = await quote(**bad)
+        assert status == 400 and body["error"] == "bad_query", bad

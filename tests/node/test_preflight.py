@@ -41,9 +41,10 @@ def test_unreachable_coordinator_is_not_ready(tmp_path):
 @pytest.mark.swarm
 def test_good_setup_then_too_little_memory(coordinator, tmp_path):
     url = coordinator(RunManifest(run_id="check", round_tokens=10_000))
-    out = _check("--coordinator", url, "--state-dir", str(tmp_path / "a"))
+    out = _check("--coordinator", url, "--state-dir", str(tmp_path / "a"), "--price-per-hour", "1.5")
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    checks = ("✓ coordinator", "✓ manifest", "✓ version", "✓ memory", "✓ disk", "✓ training", "· contribution", "READY to join")
+    checks = ("✓ coordinator", "✓ manifest", "✓ version", "✓ memory", "✓ disk", "✓ training", "· contribution",
+              "· cost", "per 1M tokens at $1.5/h (declared)", "READY to join")
     for line in checks:
         assert line in out.stdout, out.stdout
     assert "public: the coordinator dialed us back" in out.stdout, out.stdout
@@ -51,6 +52,8 @@ def test_good_setup_then_too_little_memory(coordinator, tmp_path):
     out = _check("--coordinator", url, "--state-dir", str(tmp_path / "b"), "--memory-required-gb", "100000")
     assert out.returncode == 1 and "✗ memory" in out.stdout and "100000.00 GB needed" in out.stdout, out.stdout
     assert "NOT READY" in out.stdout and "✓ training" not in out.stdout
+    out = _check("--coordinator", url, "--state-dir", str(tmp_path / "c"), "--price-per-hour", "5000")
+    assert out.returncode == 1 and "✗ cost" in out.stdout and "its reports would be refused" in out.stdout, out.stdout
 
 
 @pytest.mark.swarm
