@@ -1,4 +1,6 @@
-"""The main job, as a user runs it: ``swarm demo --nodes 3 --seconds 90 --report r.json``, and on one's own text."""
+"""The main job, as a user runs it: ``swarm demo --nodes 3 --data ./my-texts --seconds 90 --report r.json``.
+
+The demo on the stdlib sources (no ``--data``) is started by tests/node/test_nothing_outlives.py."""
 from __future__ import annotations
 
 import json
@@ -13,27 +15,9 @@ from test_textfiles import copy_license_texts
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]
 
 
-def test_swarm_demo_learns_and_writes_its_report(tmp_path):
-    exe = shutil.which("swarm")
-    assert exe, "the `swarm` console script is not installed (pip install -e .)"
-    report = tmp_path / "r.json"
-    out = subprocess.run([exe, "demo", "--nodes", "3", "--seconds", "90", "--report", str(report), "--workdir", str(tmp_path / "w")],
-                         capture_output=True, text=True, timeout=280)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "dashboard: http://127.0.0.1:" in out.stdout
-    nodes = json.loads(report.read_text())["nodes"]
-    assert len(nodes) == 3
-    assert len({n["peer_id"] for n in nodes}) == 3
-    for n in nodes:
-        assert set(n) >= {"peer_id", "initial_val_bpb", "final_val_bpb", "rounds", "tokens", "bytes_sent", "bytes_received"}
-        assert n["final_val_bpb"] <= 0.75 * n["initial_val_bpb"], n
-        assert n["rounds"] >= 2 and n["tokens"] > 0 and n["bytes_sent"] > 0 and n["bytes_received"] > 0
-    leftovers = [p for p in psutil.process_iter(["name", "cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-    assert not leftovers, f"the demo left processes running: {[p.pid for p in leftovers]}"
-
-
-def test_swarm_demo_on_a_folder_of_extension_less_text_learns(tmp_path):
-    """The README's command on one's own text: Debian's license files (no extensions), trained lower."""
+def test_swarm_demo_on_a_folder_of_extension_less_text_learns_and_writes_its_report(tmp_path):
+    """The README's command on one's own text: Debian's license files (no extensions) and a binary among
+    them; three nodes train it lower, write the report and leave nothing running."""
     texts = tmp_path / "my-texts"
     names = copy_license_texts(texts, every=True)
     # no name ends in a suffix the old fixed list knew (GPL-3, BSD, Apache-2.0: ".0" is no text suffix)
@@ -42,15 +26,19 @@ def test_swarm_demo_on_a_folder_of_extension_less_text_learns(tmp_path):
     exe = shutil.which("swarm")
     assert exe, "the `swarm` console script is not installed (pip install -e .)"
     report = tmp_path / "r.json"
-    out = subprocess.run([exe, "demo", "--nodes", "2", "--data", str(texts), "--seconds", "60", "--report", str(report),
+    out = subprocess.run([exe, "demo", "--nodes", "3", "--data", str(texts), "--seconds", "90", "--report", str(report),
                           "--workdir", str(tmp_path / "w")], capture_output=True, text=True, timeout=280)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "dashboard: http://127.0.0.1:" in out.stdout
     assert f"used {len(names)} files" in out.stdout and "1 binary (NUL bytes)" in out.stdout, out.stdout[:2000]
     nodes = json.loads(report.read_text())["nodes"]
-    assert len(nodes) == 2
+    assert len(nodes) == 3 and len({n["peer_id"] for n in nodes}) == 3
     for n in nodes:
-        assert n["rounds"] >= 1, n
-        assert n["final_val_bpb"] < n["initial_val_bpb"], n
-    for name in ("node-1", "node-2"):  # each node read the folder, not the stdlib
+        assert set(n) >= {"peer_id", "initial_val_bpb", "final_val_bpb", "rounds", "tokens", "bytes_sent", "bytes_received"}
+        assert n["final_val_bpb"] <= 0.75 * n["initial_val_bpb"], n
+        assert n["rounds"] >= 2 and n["tokens"] > 0 and n["bytes_sent"] > 0 and n["bytes_received"] > 0
+    for name in ("node-1", "node-2", "node-3"):  # each node read the folder, not the stdlib
         log = (tmp_path / "w" / name / "node.log").read_text()
         assert f"used {len(names)} files" in log, log[-2000:]
+    leftovers = [p for p in psutil.process_iter(["name", "cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers, f"the demo left processes running: {[p.pid for p in leftovers]}"

@@ -17,6 +17,7 @@ import torch
 
 from node.cli import main
 from node.data import ByteSampler, evaluate_bpb, load_corpus
+from node.diloco import inner_step
 from node.launcher import SwarmLauncher, read_status
 from node.model import GPT, PRESETS
 from node.state import save_checkpoint
@@ -36,11 +37,7 @@ def _base_export(tmp_path):
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     sampler = ByteSampler(corpus.train, 128, 16, seed=0)
     for _ in range(60):
-        x, y = sampler.batch()
-        _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        inner_step(model, opt, *sampler.batch(), lr=2e-3, grad_clip=1.0)
     params = [p.detach().clone() for p in model.parameters()]
     save_checkpoint(tmp_path / "base-state" / "checkpoint.pt", {
         "manifest_hash": manifest.content_hash, "manifest": manifest.to_bytes(), "round": 60, "params": params,
