@@ -22,6 +22,7 @@ import math
 import multiprocessing as mp
 import queue
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from hivemind.utils.streaming import combine_from_streaming
 from hivemind.utils.asyncio import aiter_with_timeout, amap_in_executor, as_aiter, attach_event_on_finished, azip
 
 from node import faults
+from node.agreement import union_of_failed
 from node.codecs import PART_VALUES, Codec, CodecError, check_hivemind, decode_sparse, get_codec
 from node.robust import MemberStats, aggregate
 
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ByteCounters", "PseudoGradientAverager", "RobustPartReducer", "WireCodec", "make_codec"]
 
+AGREEMENT_TTL_S = 120.0  # the group's records of failed reducers outlive any round's agreement wait
+AGREEMENT_POLL_S = 0.1  # re-read of the group's records while waiting for every member's
 MAX_WEIGHT = 2.0**53  # a sender's weight (its token claim) above this, non-finite or <= 0 bans it
 
 _TAG = "capaswarm:"  # dtype field of parts in our own codecs; hivemind's codecs keep their own
@@ -414,7 +418,47 @@ class PseudoGradientAverager(DecentralizedAverager):
         metadata, tensors = self._state_provider()
         return metadata, tensors, None
 
+    async def _agree_on_failures(self, runner: ExactAverageRunner, group_info: Any, group_id: bytes, started: float) -> set[int]:
+        """Post the reducers we saw fail and take the union with every other member's (node/agreement.py).
+
+        Waits for every member's record up to ``2 x sender_timeout`` (at least 2 s), and never past the
+        all-reduce's own timeout; a member still unheard from then is logged and left out."""
+        members = [peer.to_base58() for peer, mode in zip(group_info.peer_ids, runner.modes) if mode != AveragingMode.AUX]
+        me = self.peer_id.to_base58()
+        if len(members) <= 1:
+            return set(runner.failed_reducers)
+        key = f"{self.prefix}.failed_reducers.{group_id.hex()}"
+        try:
+            await self.dht.store(key, subkey=me, value=sorted(runner.failed_reducers),
+                                 expiration_time=get_dht_time() + AGREEMENT_TTL_S, return_future=True)
+        except Exception as e:  # the others then wait for us until their deadline
+            logger.warning("agreement: could not post our failed reducers: %r", e)
+        remaining = (self._allreduce_timeout or math.inf) - (time.monotonic() - started) - 0.5
+        deadline = time.monotonic() + max(0.0, min(max(2.0, 2 * (runner.sender_timeout or 1.0)), remaining))
+        failed, missing, malformed = set(runner.failed_reducers), members, []
+        while True:
+            try:
+                found = await self.dht.get(key, latest=True, return_future=True)
+            except Exception as e:
+                logger.warning("agreement: reading the group's failed reducers failed: %r", e)
+                found = None
+            records = {str(sub): v.value for sub, v in found.value.items() if isinstance(v, ValueWithExpiration)} \
+                if found is not None and isinstance(found.value, dict) else {}
+            failed, missing, malformed = union_of_failed(runner.failed_reducers, records, members, me)
+            if not missing or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(AGREEMENT_POLL_S)
+        for peer in malformed:
+            logger.warning("agreement: peer %s posted a malformed record of failed reducers; ignored", peer)
+        if missing:
+            logger.warning("agreement: no record from %d member(s) (%s) in time; went on without them",
+                           len(missing), ", ".join(p[-8:] for p in missing))
+        if failed - runner.failed_reducers:
+            logger.info("agreement: zeroing %d share(s) that other members saw fail", len(failed - runner.failed_reducers))
+        return failed
+
     async def _run_allreduce_inplace_(self, tensors: Sequence[torch.Tensor], group_info: Any, group_id: bytes | None = None, **kwargs: Any) -> None:
+        started = time.monotonic()  # the all-reduce's own timeout runs from about here
         group_id = group_info.group_id if group_id is None else group_id
         runner = ExactAverageRunner(
             counters=self.counters,
@@ -436,9 +480,11 @@ class PseudoGradientAverager(DecentralizedAverager):
             return
         async for tensor, averaged in azip(as_aiter(*tensors), runner):
             tensor.copy_(averaged)  # the average itself, bit-identical on every member
-        if runner.failed_reducers:
-            zeroed = zero_failed_shares(runner.share_views, runner.failed_reducers)
-            logger.warning("%d reducer(s) failed: %d values of this round's average are zero", len(runner.failed_reducers), zeroed)
+        failed = await self._agree_on_failures(runner, group_info, group_id, started)
+        if failed:
+            zeroed = zero_failed_shares(runner.share_views, failed)
+            logger.warning("%d reducer(s) failed (%d seen here): %d values of this round's average are zero",
+                           len(failed), len(runner.failed_reducers), zeroed)
         reducer = runner.tensor_part_reducer
         if isinstance(reducer, RobustPartReducer):
             self._reducer_stats.put({str(runner.sender_peer_ids[i]): s for i, s in enumerate(reducer.stats) if s.parts})
