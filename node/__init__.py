@@ -22,7 +22,7 @@ Map of this package:
     statesync.py  the global state and peers: serve it, announce its hash, download and check theirs
     stats.py      ``RoundResult`` and ``TrainerStats``: what both trainers count, for reports, status.json, checkpoints
     diloco.py     the DiLoCo math, once: inner AdamW and its step, pseudo-gradient, outer Nesterov step; pure torch
-    ddp.py        ``--devices``: data-parallel inner steps over the node's local devices (one peer)
+    ddp.py        ``--device``, ``--devices``: data-parallel inner steps over the node's local devices (one peer)
     sync.py       the ``--algorithm sync`` baseline: plain hivemind.Optimizer
     state.py      global state, its hash, the checkpoint's schema (``NodeCheckpoint``), atomic writes
     model.py      the GPT (GPT-2's exact architecture) and its presets

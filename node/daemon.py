@@ -29,7 +29,7 @@ from node.ctl import CtlBusy, CtlError, CtlServer, socket_path
 from node.data import check_data, load_corpus
 from node.initial import load_initial, resolve_initial
 from node.lifeline import guard_forked_helpers
-from node.ddp import LocalGroup, parse_devices
+from node.ddp import LocalGroup, parse_devices, pick_device
 from node.gate import WorkGate
 from node.policies.gate import parse_schedule
 from node.tokenizer import TOKENIZER_FILE
@@ -39,7 +39,7 @@ from node.swarm import SwarmHandles, announce_manifest, find_foreign_manifests, 
 from node.policies.roles import choose_role
 from node.state import claim_state_dir
 from node.stats import RoundResult
-from node.trainer import Trainer, pick_device
+from node.trainer import Trainer
 from node.bootstrap import JoinError, fetch_peers, wait_for_peers
 from ops.atomic import write_atomic
 from ops.sdnotify import notify

@@ -65,6 +65,10 @@ class Work:
     def mark_bytes(self, counters: Any) -> None:
         self.sent0, self.recv0 = counters.sent, counters.received
 
+    def traffic(self, counters: Any) -> tuple[int, int]:
+        """Bytes sent and received since ``mark_bytes``: this round's all-reduce."""
+        return counters.sent - self.sent0, counters.received - self.recv0
+
 
 def launch(t: Trainer, tokens: int, pseudo: list[torch.Tensor]) -> Launch:
     """Start the all-reduce of ``pseudo`` (weighted by ``tokens``); alone in the swarm, keep our own."""

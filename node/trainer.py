@@ -3,14 +3,10 @@
 One round:
   1. inner phase: local AdamW steps on this node's own sample stream, counting tokens and
      publishing progress, until the *swarm* has processed the round's token target;
-  2. pseudo-gradient = global - local parameters, averaged over the group (weighted by tokens)
-     with the exact-average all-reduce of ``node.averaging``;
+  2. pseudo-gradient = global - local parameters, averaged over the group (weighted by tokens);
   3. outer step: Nesterov SGD on the global parameters; local parameters restart from them.
-Step 2 and 3 are scheduled by a strategy (``node/rounds.py``): blocking, or overlapped with the
-next round's inner phase (``diloco-overlap``). A node that is behind the swarm (it joined late,
-or a round failed for it) first downloads the global state from a peer and checks its hash
-(``node/statesync.py``). The baseline ``sync`` algorithm is plain ``hivemind.Optimizer``
-(``node/sync.py``).
+Steps 2 and 3 run blocking or overlapped with the next inner phase (``node/rounds.py``). A node
+behind the swarm first downloads the global state and checks it (``node/statesync.py``).
 
 The work gate (``node/gate.py``: schedule, busy, ``swarm ctl pause``, standby) is checked between
 inner steps and between rounds. A gated node abandons its partial round, lands an all-reduce still
@@ -45,7 +41,7 @@ from node.statesync import StateSync
 from node.stats import RoundResult, TrainerStats
 from protocol import Identity, RunManifest
 
-__all__ = ["RoundResult", "Trainer", "pick_device"]
+__all__ = ["Trainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +79,7 @@ class Trainer:
         self.sampler.start_round(self.round)  # this round's windows: a function of (run, peer, round)
         work.tokens, work.samples, work.compute_s, work.loss = self.inner_phase(stop)
         if stop.is_set() or self.need_resync or work.tokens == 0 or not self.gate.open:
-            self._reset_local()  # abandon the partial round
+            self.restart_from(self.anchor)  # abandon the partial round: back to where it started
             return None
         return self.rounds.end_round(work, pseudo_gradient(self.anchor, self.model.parameters()))
 
@@ -129,8 +125,7 @@ class Trainer:
         """Account for a round whose all-reduce landed (or failed): share the state, checkpoint, evaluate."""
         self._snapshot = self._make_snapshot()
         self.statesync.advertise(self.global_round)
-        counters = self.swarm.averager.counters
-        sent, received = counters.sent - work.sent0, counters.received - work.recv0
+        sent, received = work.traffic(self.swarm.averager.counters)
         self.stats.count_work(work.tokens, work.compute_s, work.blocked_s, sent, received)
         val = None
         if averaged is not None:
@@ -154,11 +149,9 @@ class Trainer:
     def pause(self, stop: threading.Event, on_round: OnRound) -> None:
         """Leave the swarm's rounds while the work gate is closed; on reopening, rejoin and resync.
 
-        Leaving cleanly: no all-reduce is in flight (overlap lands it first), matchmaking is never
-        entered (``step`` is not called), the progress record is replaced by hivemind's tombstone
-        (``ProgressTracker.shutdown``) so the others' round targets and group-size estimates stop
-        counting us, and state sharing stops (our state falls behind while we wait).
-        """
+        Leaving cleanly: no all-reduce in flight (overlap lands it first), no matchmaking, the progress
+        record replaced by hivemind's tombstone (``ProgressTracker.shutdown``: the others' round targets
+        and group sizes stop counting us), no state sharing (ours falls behind while we wait)."""
         self._land_pending(on_round)
         self.status, self.stats.pauses = self._paused_status(), self.stats.pauses + 1
         t0 = time.monotonic()
@@ -178,8 +171,7 @@ class Trainer:
         self.status = "joining"
 
     def _paused_status(self) -> str:
-        """"standby" while the organizer's plan holds the node back (the coordinator bills neither),
-        else "paused" (the volunteer's own reasons)."""
+        """"standby": the organizer's plan holds the node back (billed neither); "paused": the volunteer's reasons."""
         return "standby" if "standby" in self.gate.reasons else "paused"
 
     def _land_pending(self, on_round: OnRound) -> None:
@@ -187,25 +179,12 @@ class Trainer:
             on_round(finished)
 
     # ---------------------------------------------------------------- setting up
-    def __init__(
-        self,
-        manifest: RunManifest,
-        corpus: Corpus,
-        swarm: Any,
-        *,
-        peer_id: str,
-        state_dir: Path,
-        cfg: NodeConfig,
-        device: str = "cpu",
-        local: LocalGroup | None = None,
-        gate: WorkGate | None = None,
-        identity: Identity | None = None,
-        initial: list[torch.Tensor] | None = None,
-    ):
+    def __init__(self, manifest: RunManifest, corpus: Corpus, swarm: Any, *, peer_id: str, state_dir: Path, cfg: NodeConfig,
+                 device: str = "cpu", local: LocalGroup | None = None, gate: WorkGate | None = None,
+                 identity: Identity | None = None, initial: list[torch.Tensor] | None = None):
         """``swarm``: a ``node.swarm.SwarmHandles`` (its DHT started); it builds the tracker and averager."""
         self.manifest, self.swarm, self.peer_id, self.cfg = manifest, swarm, peer_id, cfg
-        self.local = local  # several local devices (node/ddp.py): their inner steps go through it
-        self.gate = gate or WorkGate()
+        self.local, self.gate = local, gate or WorkGate()  # local: several devices (node/ddp.py) take the inner steps
         self.device, self.eval_batches = device, cfg.eval_batches
         self.checkpoint_path = state_dir / "checkpoint.pt"
         hp, spec = manifest.hparams, manifest.model
@@ -226,14 +205,12 @@ class Trainer:
         self.payload_bytes = 4 * sum(p.numel() for p in self.global_params)
         codec = get_codec(manifest.codec)
         self.error_feedback = ErrorFeedback(codec, [p.shape for p in self.global_params]) if codec.error_feedback else None
-
         self.rounds = strategy(self)  # blocking or overlapped all-reduce (node/rounds.py)
         self.anchor = [p.clone() for p in self.global_params]  # where this round's inner phase started
         self.round = 0  # the swarm round this node works on (hivemind's epoch)
         self.global_round = 0  # rounds folded into the global parameters (overlap: one behind ``round``)
         self.need_resync = False
-        self.stats = TrainerStats()
-        self.status = "joining"
+        self.stats, self.status = TrainerStats(), "joining"
         self._resume()
         self._snapshot = self._make_snapshot()
 
@@ -284,8 +261,7 @@ class Trainer:
         ).save(self.checkpoint_path)
 
     def announce_state(self) -> None:
-        """Announce our global state's hash (after a round, a download, and every 5 s from the
-        daemon), unless we know it is a fork."""
+        """Announce our state's hash (after a round, a download, every 5 s from the daemon), unless it is a fork."""
         if not self.need_resync:
             self.statesync.announce(self.global_round, self._snapshot.hash)
 
@@ -322,16 +298,3 @@ class Trainer:
                 local.copy_(x)
                 a.copy_(x)
 
-    def _reset_local(self) -> None:
-        """Discard the current inner phase: back to where it started."""
-        with torch.no_grad():
-            for local, a in zip(self.model.parameters(), self.anchor):
-                local.copy_(a)
-
-
-def pick_device(choice: str) -> str:
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but torch sees no CUDA device")
-    return choice

@@ -23,12 +23,13 @@ class FakeTracker:
 
     def __init__(self, target: int, num_peers: int = 1):
         self.target, self.tokens, self.global_epoch = target, 0, 0
+        self.local_epoch = 0  # the round this node last reported progress for
         self.global_progress = SimpleNamespace(num_peers=num_peers)
         self.training_progress_key = "fake_progress"
         self.shut_down = False
 
     def report_local_progress(self, round_: int, tokens: int) -> None:
-        self.tokens = tokens
+        self.local_epoch, self.tokens = round_, tokens
 
     @property
     def ready_to_update_epoch(self) -> bool:
@@ -62,13 +63,16 @@ class FakeControl:
 class FakeAverager:
     """An averager whose group is this node plus ``peers`` (scripted): ``step`` averages at once.
 
-    ``fail_rounds``: the all-reduces of these rounds fail (``result()`` raises). ``served``: the
-    ``(metadata, tensors)`` a state download gets, if the trainer's check accepts it."""
+    ``round_of()``: the round an all-reduce belongs to (the peers' contributions depend on it).
+    ``fail_rounds``: the all-reduces of these rounds fail (``result()`` raises). ``peer_hash``: the
+    state hash the peers claim (default: ours). ``served``: the ``(metadata, tensors)`` a state
+    download gets, if the trainer's check accepts it."""
 
     client_mode = False
 
-    def __init__(self, shapes: list[torch.Size], peers: dict[str, Peer], fail_rounds: set[int] = frozenset(),
-                 peer_hash: str | None = None):
+    def __init__(self, shapes: list[torch.Size], round_of: Callable[[], int], peers: dict[str, Peer],
+                 fail_rounds: frozenset[int] = frozenset(), peer_hash: str | None = None):
+        self.round_of = round_of
         self.buffers = [torch.zeros(s) for s in shapes]
         self.shapes, self.peers, self.fail_rounds, self.peer_hash = shapes, peers, set(fail_rounds), peer_hash
         self.counters = SimpleNamespace(sent=0, received=0)
@@ -83,7 +87,7 @@ class FakeAverager:
         yield self.buffers
 
     def step(self, *, gather: dict[str, Any], weight: float, timeout: float, allow_retries: bool, wait: bool) -> FakeControl:
-        round_ = len(self.sent)
+        round_ = self.round_of()
         ours = [b.clone() for b in self.buffers]
         self.sent.append(ours)
         self.counters.sent += 4 * sum(b.numel() for b in ours)
@@ -128,7 +132,7 @@ class FakeSwarm:
     def start_training(self, manifest: Any, cfg: Any, shapes: list[torch.Size], serve_state: Callable[[], Any]) -> dict[str, Any]:
         self.serve_state = serve_state
         self.tracker = FakeTracker(self.target, num_peers=1 + len(self.peers))
-        self.averager = FakeAverager(shapes, self.peers, **self.averager_options)
+        self.averager = FakeAverager(shapes, lambda: self.tracker.local_epoch, self.peers, **self.averager_options)
         return {"bandwidth": 12.5e6, "min_matchmaking_time": cfg.matchmaking_time_s}
 
     def restart_tracker(self) -> None:
