@@ -64,7 +64,7 @@ class FakeAverager:
     """An averager whose group is this node plus ``peers`` (scripted): ``step`` averages at once.
 
     ``round_of()``: the round an all-reduce belongs to (the peers' contributions depend on it).
-    ``fail_rounds``: the all-reduces of these rounds fail (``result()`` raises). ``peer_hash``: the
+    ``fail_rounds``: the first all-reduce of each of these rounds fails (``result()`` raises). ``peer_hash``: the
     state hash the peers claim (default: ours). ``served``: the ``(metadata, tensors)`` a state
     download gets, if the trainer's check accepts it."""
 
@@ -93,6 +93,7 @@ class FakeAverager:
         self.counters.sent += 4 * sum(b.numel() for b in ours)
         self.counters.received += 4 * sum(b.numel() for b in ours)
         if round_ in self.fail_rounds:
+            self.fail_rounds.discard(round_)  # once: the retry of the same round goes through
             return FakeControl(None, RuntimeError("the group fell apart"))
         total, parts = weight, [[weight * b for b in ours]]
         gathered = {"self": dict(gather)}
