@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.robust import MemberStats
+if TYPE_CHECKING:
+    from node.robust import MemberStats
 
 __all__ = ["RoundResult", "TrainerStats"]
 

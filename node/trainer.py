@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -39,6 +38,7 @@ from node.rounds import Work, reducer_outliers, strategy
 from node.state import CHECKPOINT_COUNTERS, GlobalState, NodeCheckpoint
 from node.statesync import StateSync
 from node.stats import RoundResult, TrainerStats
+from node.swarm import SwarmHandles
 from protocol import Identity, RunManifest
 
 __all__ = ["Trainer"]
@@ -179,10 +179,10 @@ class Trainer:
             on_round(finished)
 
     # ---------------------------------------------------------------- setting up
-    def __init__(self, manifest: RunManifest, corpus: Corpus, swarm: Any, *, peer_id: str, state_dir: Path, cfg: NodeConfig,
-                 device: str = "cpu", local: LocalGroup | None = None, gate: WorkGate | None = None,
+    def __init__(self, manifest: RunManifest, corpus: Corpus, swarm: SwarmHandles, *, peer_id: str, state_dir: Path,
+                 cfg: NodeConfig, device: str = "cpu", local: LocalGroup | None = None, gate: WorkGate | None = None,
                  identity: Identity | None = None, initial: list[torch.Tensor] | None = None):
-        """``swarm``: a ``node.swarm.SwarmHandles`` (its DHT started); it builds the tracker and averager."""
+        """``swarm``: its DHT started; it builds the tracker and averager (tests pass a fake of the same shape)."""
         self.manifest, self.swarm, self.peer_id, self.cfg = manifest, swarm, peer_id, cfg
         self.local, self.gate = local, gate or WorkGate()  # local: several devices (node/ddp.py) take the inner steps
         self.device, self.eval_batches = device, cfg.eval_batches
