@@ -4,7 +4,8 @@ on the CPU, a few rounds in milliseconds.
 What is checked is the trainer's own bookkeeping of a round, against arithmetic written out here:
 the outer step applies the group's averaged pseudo-gradient; a failed all-reduce discards the
 round's work; ``diloco-overlap`` folds round r in at the end of round r+1; a node that finds its
-state forked downloads the swarm's; and a node resumed from its checkpoint continues bit-identically
+state forked downloads the swarm's; a paused node lands its all-reduce, leaves the rounds and
+resynchronises after; and a node resumed from its checkpoint continues bit-identically
 (2 rounds + checkpoint + 1 round in a new Trainer == 3 rounds straight).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from node import statesync
 from node.config import NodeConfig
 from node.data import Corpus
 from node.diloco import outer_momentum, outer_optimizer, outer_step
+from node.gate import WorkGate
 from node.state import GlobalState, NodeCheckpoint, load_checkpoint, save_checkpoint
 from node.trainer import Trainer
 from protocol import Hyperparameters, ModelSpec, RunManifest
@@ -173,6 +175,28 @@ def test_a_state_older_than_ours_is_refused(corpus, tmp_path, monkeypatch):
     swarm.averager.served = GlobalState(0, clone(t.global_params), outer_momentum(t.outer_opt)).to_wire(m.content_hash)
     before = clone(t.global_params)
     assert t.sync_from_peers() is False and equal(t.global_params, before) and t.stats.synced_from_peers is None
+
+
+def test_a_paused_node_lands_its_allreduce_leaves_the_rounds_and_resyncs_after(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(statesync, "SYNC_RETRY_S", 0.0)
+    gate, swarm = WorkGate(), FakeSwarm(TARGET, peers={"peer-a": peer(2, TARGET)})
+    t = Trainer(manifest(algorithm="diloco-overlap"), corpus, swarm, peer_id="peer-0", state_dir=tmp_path, cfg=CFG, gate=gate)
+    assert t.run_round(STOP) is None  # round 0's all-reduce is in flight
+    tracker = swarm.tracker
+    gate.set("paused", True, "paused by its volunteer")
+    landed: list = []
+
+    def on_round(result) -> None:  # the volunteer resumes as soon as the paused node has landed its round
+        landed.append(result)
+        gate.set("paused", False)
+
+    t.pause(STOP, on_round)
+    assert [r.round for r in landed] == [0] and landed[0].ok and t.global_round == 1
+    assert tracker.shut_down and swarm.tracker is not tracker, "it left the round's progress tracking, then rejoined"
+    assert t.need_resync and t.status == "joining" and t.stats.pauses == 1
+    assert swarm.averager.allow_state_sharing is False  # its state went stale while it waited
+    assert t.run_round(STOP) is None  # no peer serves newer state: it goes on from its own, and shares it again
+    assert not t.need_resync and swarm.averager.allow_state_sharing is True
 
 
 # ------------------------------------------------------------------------------ resume equivalence
