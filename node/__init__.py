@@ -10,17 +10,21 @@ Map of this package:
     preflight.py  ``swarm join --check``: coordinator, manifest, version, reachability, memory, tokens/s
     dialback.py   ``python -m node.dialback``: the coordinator's dial-back probe (py-libp2p, own process)
     daemon.py     ``Node``: identity, manifest, swarm, trainer, reporter, signals, status
-    swarm.py      hivemind DHT, progress tracker, averager settings, manifest announcements
+    swarm.py      hivemind DHT, progress tracker, averager (built here, handed to the trainer), manifest announcements
     averaging.py  the exact-average all-reduce (our runner subclass), wire codecs, byte counters
+    linktimeouts.py  the averager's chunk and all-reduce timeouts, following the measured link and the expected group
     robust.py     robust aggregation of one part (norm clip, CenteredClip, trimmed mean) and outlier stats
     group.py      checks on what group members gathered (tokens, state hash, round): drop the malformed
     announce.py   signed state-hash announcements in the DHT; the majority hash a joiner accepts
     codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k) and error feedback; pure torch
-    trainer.py    the DiLoCo loop (blocking or overlapped), state sync, checkpoints
+    trainer.py    ``Trainer``: the DiLoCo loop, read top to bottom (``run`` first); model, optimizers, resume
+    rounds.py     a round's all-reduce (launch, land) and its schedule: ``Blocking`` or ``Overlap`` (diloco-overlap)
+    statesync.py  the global state and peers: serve it, announce its hash, download and check theirs
+    stats.py      ``RoundResult`` and ``TrainerStats``: what both trainers count, for reports, status.json, checkpoints
     diloco.py     the DiLoCo math, once: inner AdamW and its step, pseudo-gradient, outer Nesterov step; pure torch
-    ddp.py        ``--devices``: data-parallel inner steps over the node's local devices (one peer)
+    ddp.py        ``--device``, ``--devices``: data-parallel inner steps over the node's local devices (one peer)
     sync.py       the ``--algorithm sync`` baseline: plain hivemind.Optimizer
-    state.py      global state, its hash, atomic checkpoints
+    state.py      global state, its hash, the checkpoint's schema (``NodeCheckpoint``), atomic writes
     model.py      the GPT (GPT-2's exact architecture) and its presets
     tokenizer.py  vocabularies: bytes, or a BPE trained locally with ``tokenizers``; tokenizer.json
     export.py     the global model <-> the Hugging Face GPT-2 layout (safetensors, config, tokenizer)

@@ -29,7 +29,7 @@ from node.ctl import CtlBusy, CtlError, CtlServer, socket_path
 from node.data import check_data, load_corpus
 from node.initial import load_initial, resolve_initial
 from node.lifeline import guard_forked_helpers
-from node.ddp import LocalGroup, parse_devices
+from node.ddp import LocalGroup, parse_devices, pick_device
 from node.gate import WorkGate
 from node.policies.gate import parse_schedule
 from node.tokenizer import TOKENIZER_FILE
@@ -38,7 +38,8 @@ from node.announce import REFRESH_S
 from node.swarm import SwarmHandles, announce_manifest, find_foreign_manifests, start_dht
 from node.policies.roles import choose_role
 from node.state import claim_state_dir
-from node.trainer import RoundResult, Trainer, pick_device
+from node.stats import RoundResult
+from node.trainer import Trainer
 from node.bootstrap import JoinError, fetch_peers, wait_for_peers
 from ops.atomic import write_atomic
 from ops.sdnotify import notify
@@ -175,7 +176,7 @@ class Node:
         status = t.status if t else "joining"
         self._submit(Heartbeat(
             run_id=self.manifest.run_id, peer_id=self.peer_id, seq=self.seq.next(), sent_at=time.time(),
-            round=t.round if t else 0, status=status, tokens_total=t.tokens_total if t else 0,
+            round=t.round if t else 0, status=status, tokens_total=t.stats.tokens_total if t else 0,
             hardware=self.hardware, price_per_hour=self.cfg.price_per_hour, public_name=self.cfg.public_name,
             reason=self.gate.describe()[:200] if status in ("paused", "standby") else "",
             software_version=SOFTWARE_VERSION, maddrs=self._maddrs()[:16], reachability=self.reachability, role=self.role,
@@ -198,21 +199,22 @@ class Node:
         t = self.trainer
         if t is None:
             return
+        s = t.stats  # node.stats.TrainerStats
         write_json_atomic(self.cfg.state_dir / "status.json", {
             "peer_id": self.peer_id, "public_name": self.cfg.public_name, "run_id": self.manifest.run_id,
             "manifest_hash": self.manifest.content_hash, "status": t.status, "round": t.round,
-            "rounds": t.rounds_done, "tokens": t.tokens_total, "tokens_contributed": t.tokens_contributed, "bytes_sent": t.bytes_sent,
-            "bytes_received": t.bytes_received, "initial_val_bpb": t.initial_val_bpb, "final_val_bpb": t.last_val_bpb,
-            "state_hash": t.state_hash, "hashes": {str(k): v for k, v in t.hash_history.items()},
-            "resumed_from": t.resumed_from, "synced_from_peers": t.synced_from_peers,
-            "first_contribution": t.first_contribution, "inner_steps": t.inner_steps,
-            "compute_s": round(t.compute_s, 3), "eval_s": round(t.eval_s, 3), "blocked_s": round(t.blocked_s, 3),
-            "round_log": {str(k): [round(v[0], 3), v[1]] for k, v in getattr(t, "round_log", {}).items()},
+            "rounds": s.rounds_done, "tokens": s.tokens_total, "tokens_contributed": s.tokens_contributed, "bytes_sent": s.bytes_sent,
+            "bytes_received": s.bytes_received, "initial_val_bpb": s.initial_val_bpb, "final_val_bpb": s.last_val_bpb,
+            "state_hash": t.state_hash, "hashes": {str(k): v for k, v in s.hash_history.items()},
+            "resumed_from": s.resumed_from, "synced_from_peers": s.synced_from_peers,
+            "first_contribution": s.first_contribution, "inner_steps": s.inner_steps,
+            "compute_s": round(s.compute_s, 3), "eval_s": round(s.eval_s, 3), "blocked_s": round(s.blocked_s, 3),
+            "round_log": {str(k): [round(v[0], 3), v[1]] for k, v in s.round_log.items()},
             "maddrs": self._maddrs(), "pid": os.getpid(),
             "software_version": SOFTWARE_VERSION, "reachability": self.reachability, "role": self.role,
             "uptime_s": round(time.time() - self.started, 1), "devices": len(self.device_ids),
-            "gate": self.gate.reasons, "pauses": getattr(t, "pauses", 0), "paused_s": round(getattr(t, "paused_s", 0.0), 1),
-            "last_group": getattr(t, "last_group", []), "metrics_port": self.metrics_port,
+            "gate": self.gate.reasons, "pauses": s.pauses, "paused_s": round(s.paused_s, 1),
+            "last_group": s.last_group, "metrics_port": self.metrics_port,
             "plan_seq": self.plan.seq if self.plan else 0, "plan_state": self.plan.state if self.plan else "active",
         })
 
@@ -225,10 +227,11 @@ class Node:
             "uptime_s": time.time() - self.started, "status": t.status if t else "joining",
         }
         if t is not None:
-            for key in ("round", "rounds_done", "tokens_total", "tokens_contributed", "blocked_s", "compute_s", "bytes_sent",
+            view["round"] = t.round
+            for key in ("rounds_done", "tokens_total", "tokens_contributed", "blocked_s", "compute_s", "bytes_sent",
                         "bytes_received", "pauses", "paused_s", "round_count", "round_s_sum", "last_round_s"):
-                view[key] = getattr(t, key, None)
-            view["tokens"], view["rounds"], view["val_bpb"] = t.tokens_total, t.rounds_done, t.last_val_bpb
+                view[key] = getattr(t.stats, key)
+            view["tokens"], view["rounds"], view["val_bpb"] = t.stats.tokens_total, t.stats.rounds_done, t.stats.last_val_bpb
         return view
 
     def ctl_command(self, cmd: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -243,7 +246,7 @@ class Node:
             self.stop.set()
         t = self.trainer
         return {"peer_id": self.peer_id, "status": t.status if t else "joining", "round": t.round if t else 0,
-                "rounds": t.rounds_done if t else 0, "tokens": t.tokens_total if t else 0, "gate": self.gate.reasons,
+                "rounds": t.stats.rounds_done if t else 0, "tokens": t.stats.tokens_total if t else 0, "gate": self.gate.reasons,
                 "leaving": self.stop.is_set(), "metrics_port": self.metrics_port}
 
     def on_round(self, r: RoundResult) -> None:
@@ -258,10 +261,11 @@ class Node:
         if t is None:
             return "starting"
         peers = t.swarm.tracker.global_progress.num_peers if t.swarm.tracker else 0
-        rate = t.tokens_total / max(1e-9, time.time() - self.started)
-        bpb = f"{t.last_val_bpb:.3f}" if t.last_val_bpb is not None else "-"
+        s = t.stats
+        rate = s.tokens_total / max(1e-9, time.time() - self.started)
+        bpb = f"{s.last_val_bpb:.3f}" if s.last_val_bpb is not None else "-"
         return (f"round {t.round} | {t.status} | {self.role}, {self.reachability} | peers {peers} | val {bpb} bits/byte | {rate:,.0f} tok/s | "
-                f"sent {t.bytes_sent / 1e6:.1f} MB recv {t.bytes_received / 1e6:.1f} MB")
+                f"sent {s.bytes_sent / 1e6:.1f} MB recv {s.bytes_received / 1e6:.1f} MB")
 
     # ------------------------------------------------------------------ lifecycle
     def _periodic(self) -> None:

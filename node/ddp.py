@@ -33,7 +33,7 @@ from node.diloco import inner_optimizer, inner_step
 from node.model import GPT
 from protocol import RunManifest
 
-__all__ = ["LocalGroup", "LocalGroupError", "parse_devices"]
+__all__ = ["LocalGroup", "LocalGroupError", "parse_devices", "pick_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,15 @@ _TIMEOUT = datetime.timedelta(days=7)
 class LocalGroupError(RuntimeError):
     """A local rank failed (a worker died, a device fell off the bus): the node cannot go on with
     fewer devices than it started with, so it stops, and its supervisor restarts it."""
+
+
+def pick_device(choice: str) -> str:
+    """``--device``: auto (a GPU if torch sees one), cpu or cuda."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no CUDA device")
+    return choice
 
 
 def parse_devices(spec: str, kind: str, visible: int) -> list[int]:

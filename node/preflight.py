@@ -143,9 +143,8 @@ def _checks(cfg: NodeConfig, report: Preflight) -> None:
     import torch
 
     from node.daemon import detect_hardware
-    from node.ddp import parse_devices
+    from node.ddp import parse_devices, pick_device
     from node.model import GPT
-    from node.trainer import pick_device
 
     if not cfg.coordinator:
         report.fail("coordinator", "no --coordinator URL given (the check asks the coordinator)")

@@ -7,7 +7,8 @@ and what tests compare across nodes. (The momentum is covered since a forged mom
 steer every later outer step; shapes so that the same bytes cut differently never match.)
 
 Checkpoints are written after every round, atomically (write to a temporary file, fsync,
-rename), so a crash leaves either the previous or the new checkpoint, never half of one.
+rename), so a crash leaves either the previous or the new checkpoint, never half of one. What a
+node's ``checkpoint.pt`` holds is :class:`NodeCheckpoint` (a plain dict on disk; keys only grow).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import torch
 from ops.atomic import atomic_file, write_atomic
 
 __all__ = [
-    "GlobalState", "StateCheck", "StateDirInUse", "StateError", "claim_state_dir", "load_checkpoint", "save_checkpoint",
-    "state_hash",
+    "CHECKPOINT_COUNTERS", "GlobalState", "NodeCheckpoint", "StateCheck", "StateDirInUse", "StateError", "claim_state_dir",
+    "load_checkpoint", "save_checkpoint", "state_hash",
 ]
 
 RUN_FILE = "run.json"  # which run a state dir's checkpoint belongs to
@@ -141,3 +142,42 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# a trainer's running totals (``node.stats.TrainerStats``) that a checkpoint keeps, in this order
+CHECKPOINT_COUNTERS = ("inner_steps", "tokens_total", "tokens_contributed", "rounds_done", "bytes_sent", "bytes_received",
+                       "initial_val_bpb", "last_val_bpb", "val_history")
+
+
+@dataclass
+class NodeCheckpoint:
+    """A node's ``checkpoint.pt``: the global state, and what its next round needs to continue exactly.
+
+    On disk a dict (``torch.save``): ``manifest_hash``, ``manifest`` (its bytes), ``round``, ``params``,
+    ``momentum``, ``inner_opt`` (AdamW's state dict), ``sampler_rng``, the counters, ``ef_residuals``.
+    ``node.export`` reads ``params``, ``round`` and ``manifest`` of the same dict."""
+
+    manifest_hash: str
+    manifest: bytes
+    state: GlobalState
+    inner_opt: dict[str, Any]
+    sampler_rng: torch.Tensor
+    counters: dict[str, Any]  # of CHECKPOINT_COUNTERS; an older checkpoint may lack some
+    ef_residuals: Any = None  # error feedback's residuals (None: the codec keeps none)
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, {
+            "manifest_hash": self.manifest_hash, "manifest": self.manifest, "round": self.state.round,
+            "params": self.state.params, "momentum": self.state.momentum, "inner_opt": self.inner_opt,
+            "sampler_rng": self.sampler_rng, **{k: self.counters[k] for k in CHECKPOINT_COUNTERS},
+            "ef_residuals": self.ef_residuals,
+        })
+
+    @classmethod
+    def load(cls, path: Path) -> NodeCheckpoint | None:
+        ckpt = load_checkpoint(path)
+        if ckpt is None:
+            return None
+        return cls(ckpt["manifest_hash"], ckpt.get("manifest", b""), GlobalState(ckpt["round"], ckpt["params"], ckpt["momentum"]),
+                   ckpt["inner_opt"], ckpt["sampler_rng"], {k: ckpt[k] for k in CHECKPOINT_COUNTERS if k in ckpt},
+                   ckpt.get("ef_residuals"))

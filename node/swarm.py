@@ -1,24 +1,28 @@
 """Joining the libp2p swarm: the DHT, progress tracking, the averager, and the run check.
 
 hivemind objects are built here and nowhere else (``averaging.py`` holds our averager
-subclass). Every key a run writes to the DHT starts with the run's prefix,
-``<run_id>_<manifest hash[:8]>``: nodes training a different manifest never meet in
-matchmaking, and ``find_foreign_manifests`` names them so the user sees why.
+subclass): ``SwarmHandles`` owns them, builds a DiLoCo run's tracker and averager
+(``start_training``) and answers the trainer's fresh questions to the DHT.
+
+Every key a run writes to the DHT starts with the run's prefix, ``<run_id>_<manifest hash[:8]>``:
+nodes training a different manifest never meet in matchmaking, and ``find_foreign_manifests`` names them so the user sees why.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hivemind
+import torch
 from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.p2p import P2PDaemonError
 from hivemind.utils import get_dht_time
 
 from node import faults
+from node.averaging import PseudoGradientAverager, make_codec
 from node.bootstrap import JoinError
-
 from node.config import NodeConfig
 from node.policies.timeouts import allreduce_timeout, chunk_timeout
 from protocol import RunManifest
@@ -139,6 +143,58 @@ class SwarmHandles:
         self.dht = dht
         self.tracker: ProgressTracker | None = None
         self.averager: Any = None
+        self._tracking: tuple[RunManifest, NodeConfig] | None = None
+
+    def start_training(self, manifest: RunManifest, cfg: NodeConfig, shapes: list[torch.Size],
+                       serve_state: Callable[[], tuple[dict[str, Any], list[torch.Tensor]]]) -> dict[str, Any]:
+        """A DiLoCo run's progress tracker and pseudo-gradient averager (buffers of ``shapes``; it serves
+        ``serve_state()`` to joiners). Returns the averager's settings (``averager_kwargs``)."""
+        self._tracking = manifest, cfg
+        self.tracker = make_tracker(self.dht, manifest, cfg)
+        opts = averager_kwargs(cfg, 4 * sum(s.numel() for s in shapes))
+        self.averager = PseudoGradientAverager(
+            [torch.zeros(s) for s in shapes],
+            self.dht,
+            prefix=run_prefix(manifest),
+            state_provider=serve_state,
+            compression=make_codec(manifest.codec),
+            aggregation=manifest.hparams.aggregation,
+            start=True,
+            **opts,
+        )
+        return opts
+
+    def restart_tracker(self) -> None:
+        """A fresh progress tracker (after ``tracker.shutdown()`` left the swarm's rounds)."""
+        assert self._tracking is not None, "start_training first"
+        self.tracker = make_tracker(self.dht, *self._tracking)
+
+    def others_training(self) -> bool:
+        """A fresh look at the DHT: the tracker's cached view lags just after a peer joins, and a
+        node that wrongly believes it is alone steps on its own and forks the global state."""
+        found = self.dht.get(self.tracker.training_progress_key, latest=True)
+        if found is None or not isinstance(found.value, dict):
+            return False
+        return sum(1 for v in found.value.values() if getattr(v, "value", None) is not None) > 1
+
+    def swarm_round(self) -> int:
+        """The swarm's round from a fresh look at the DHT. The tracker's view comes from one read when
+        it starts; a joiner whose read found no record yet (its DHT had just bootstrapped) believed the
+        swarm was at round 0, skipped the state download, trained from the seed weights and averaged
+        that work into the others' later round (then resynchronised, too late for them)."""
+        tracker = self.tracker
+        newest = tracker.global_epoch
+        try:
+            found = self.dht.get(tracker.training_progress_key, latest=True)
+        except Exception:  # the DHT is stopping, or the read failed: keep the tracker's view
+            logger.debug("could not read the swarm's progress", exc_info=True)
+            return newest
+        if found is not None and isinstance(found.value, dict):
+            for entry in found.value.values():
+                progress = getattr(entry, "value", None)
+                if isinstance(progress, dict) and isinstance(progress.get("epoch"), int):
+                    newest = max(newest, progress["epoch"])
+        return newest
 
     @property
     def visible_maddrs(self) -> list[str]:

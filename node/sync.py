@@ -24,7 +24,7 @@ from node.diloco import inner_optimizer
 from node.model import GPT
 from node.state import state_hash
 from node.swarm import SwarmHandles, run_prefix
-from node.trainer import RoundResult
+from node.stats import RoundResult, TrainerStats
 from protocol import RunManifest
 
 __all__ = ["SyncTrainer"]
@@ -58,14 +58,8 @@ class SyncTrainer:
             verbose=False,
         )
         swarm.averager = self.opt  # shut down with the swarm
-        self.round = self.rounds_done = self.tokens_total = self.tokens_contributed = self.inner_steps = 0
-        self.bytes_sent = self.bytes_received = 0
-        self.compute_s = self.eval_s = self.blocked_s = 0.0
-        self.initial_val_bpb: float | None = None
-        self.last_val_bpb: float | None = None
-        self.hash_history: dict[int, str] = {}
-        self.resumed_from = self.synced_from_peers = None
-        self.first_contribution: int | None = None
+        self.round = 0
+        self.stats = TrainerStats()  # bytes are not counted (hivemind's optimizer does not expose them)
         self.status = "joining"
 
     @property
@@ -79,11 +73,12 @@ class SyncTrainer:
         self.status = "syncing"
         self.opt.load_state_from_peers()
         self.round = self.opt.local_epoch
-        self.initial_val_bpb = self.last_val_bpb = self.evaluate()
+        s = self.stats
+        s.initial_val_bpb = s.last_val_bpb = self.evaluate()
         self.status = "training"
         tokens = samples = 0
         compute_s, blocked_s, t_round = 0.0, 0.0, time.perf_counter()
-        while not stop.is_set() and (max_rounds is None or self.rounds_done < max_rounds):
+        while not stop.is_set() and (max_rounds is None or s.rounds_done < max_rounds):
             t0 = time.perf_counter()
             x, y = self.sampler.batch()
             _, loss = self.model(x.to(self.device), y.to(self.device))
@@ -95,25 +90,25 @@ class SyncTrainer:
             if self.opt.local_epoch != epoch:  # a global step: the optimizer's step hides the all-reduce
                 waited = time.perf_counter() - t_step
                 blocked_s += waited
-                self.blocked_s += waited
+                s.blocked_s += waited
                 t0 += waited  # not compute
             compute_s += time.perf_counter() - t0
-            self.compute_s += time.perf_counter() - t0
-            self.inner_steps += 1
+            s.compute_s += time.perf_counter() - t0
+            s.inner_steps += 1
             tokens += x.numel()
             samples += x.shape[0]
-            self.tokens_total += x.numel()
+            s.tokens_total += x.numel()
             if self.opt.local_epoch != self.round:  # one global step happened
                 finished, self.round = self.round, self.opt.local_epoch
-                self.rounds_done += 1
-                self.tokens_contributed += tokens
-                self.first_contribution = finished if self.first_contribution is None else self.first_contribution
-                self.last_val_bpb = self.evaluate()
-                self.hash_history[self.round] = self.state_hash
+                s.rounds_done += 1
+                s.tokens_contributed += tokens
+                s.first_contribution = finished if s.first_contribution is None else s.first_contribution
+                s.last_val_bpb = self.evaluate()
+                s.hash_history[self.round] = self.state_hash
                 on_round(RoundResult(
                     round=finished, tokens=tokens, samples=samples, compute_s=compute_s, wall_s=time.perf_counter() - t_round,
                     bytes_sent=0, bytes_received=0, ok=True, group=[(self.peer_id, tokens)], train_loss=loss.item(),
-                    val_bpb=self.last_val_bpb, state_hash=self.hash_history[self.round], blocked_s=blocked_s,
+                    val_bpb=s.last_val_bpb, state_hash=s.hash_history[self.round], blocked_s=blocked_s,
                 ))
                 tokens = samples = 0
                 compute_s, blocked_s, t_round = 0.0, 0.0, time.perf_counter()

@@ -67,7 +67,7 @@ def run_group(
     ``timeout_payload_bytes`` what the node sizes its timeout on (default: the payload)."""
     n = len(links)
     unlucky = rng.random() < protocol.group_failure_rate
-    if n <= 1:  # alone: the node averages with itself (node/trainer.py: num_peers <= 1)
+    if n <= 1:  # alone: the node averages with itself (node/rounds.py: num_peers <= 1)
         return Outcome(ok=True, duration_s=0.0, group_size=n, sent_share=0.0)
     sized_on = payload_bytes if timeout_payload_bytes is None else timeout_payload_bytes
     timeout = allreduce_timeout(int(sized_on), protocol.timeout_group_size, protocol.assumed_bandwidth_mbps * MBIT)

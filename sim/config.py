@@ -118,7 +118,7 @@ class RoundProtocol:
     eval_s: float = 0.0  # evaluation + checkpoint after each successful round (node idle)
     assumed_bandwidth_mbps: float = 20.0  # node config bandwidth_mbps: timeouts derive from it
     timeout_group_size: int = 64  # the node sizes its all-reduce timeout for this many peers ...
-    timeout_bytes_per_param: float = 4.0  # ... and for an fp32 payload, whatever the codec (node/trainer.py)
+    timeout_bytes_per_param: float = 4.0  # ... and for an fp32 payload, whatever the codec (node/linktimeouts.py)
     failure_detect_s: float = 5.0  # the rest notice a member that died mid-all-reduce this late (chunk timeout)
     # node/averaging.py: survivors finish the round, the dead reducer's share zeroed (True: the round fails for all)
     leave_fails_group: bool = False

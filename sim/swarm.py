@@ -444,7 +444,7 @@ class Swarm:
                 self.acct.waste(i, self.tokens[i], g.cause)
                 self.acct.report(i, self.tokens[i], t - self.round_start[i], ok=False)
                 self.trace(t, "fail", i)
-                # node/trainer.py: a failed group keeps the old global state; if other groups
+                # node/rounds.py: a failed group keeps the old global state; if other groups
                 # stepped, the swarm has moved past it and the next round starts with a download
                 self._ready(i, g.round)
         elif live:

@@ -2,12 +2,11 @@
 baseline and the quality simulation (benchmarks/quality.py) all run it, so the same seed and the
 same batches give bit-identical global parameters. In-process, a tiny GPT: milliseconds to seconds.
 
-The trainer runs with small fakes for hivemind's tracker and averager (a node alone in its swarm),
+The trainer runs with small fakes for hivemind's tracker and averager (``trainer_fakes``; a node alone in its swarm),
 so ``Trainer.run_round`` itself is what is checked, not a re-statement of it.
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import replace
 from types import SimpleNamespace
@@ -20,13 +19,14 @@ import torch
 from benchmarks import quality
 from benchmarks.quality import QualityConfig, deterministic
 from node import sync as sync_module
-from node import trainer as trainer_module
 from node.config import NodeConfig
 from node.data import ByteSampler, Corpus
 from node.diloco import (inner_optimizer, inner_step, load_outer_momentum, outer_momentum, outer_optimizer, outer_step,
                          pseudo_gradient, warmup_lr)
 from node.model import GPT
+from node.trainer import Trainer
 from protocol import Hyperparameters, ModelSpec, RunManifest
+from trainer_fakes import FakeSwarm
 
 SPEC = ModelSpec("test", n_layer=1, n_head=2, n_embd=32, block_size=32)
 HP = replace(Hyperparameters(), batch_size=4, warmup_steps=3, inner_lr=3e-3)
@@ -139,57 +139,16 @@ def test_momentum_saved_and_loaded_continues_bit_identically():
 # ------------------------------------------------------------------------------ one copy of the math
 
 
-class _FakeTracker:
-    """hivemind's ProgressTracker for a node alone in its swarm: the round ends after STEPS steps."""
-
-    def __init__(self, target: int):
-        self.target, self.tokens, self.global_epoch = target, 0, 0
-        self.global_progress = SimpleNamespace(num_peers=1)
-        self.training_progress_key = "fake_progress"
-
-    def report_local_progress(self, round_: int, tokens: int) -> None:
-        self.tokens = tokens
-
-    @property
-    def ready_to_update_epoch(self) -> bool:
-        return self.tokens >= self.target
-
-    @contextlib.contextmanager
-    def pause_updates(self):
-        yield
-
-    def update_epoch(self, epoch: int) -> int:
-        self.global_epoch, self.tokens = epoch, 0
-        return epoch
-
-    def shutdown(self) -> None:
-        pass
-
-
-class _FakeAverager:
-    """Only what a lone node's round touches: no all-reduce starts when nobody else trains."""
-
-    client_mode = True
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        self.counters = SimpleNamespace(sent=0, received=0)
-
-    def drain_reducer_stats(self) -> list:
-        return []
-
-
 def _trainer_run(monkeypatch, tmp_path, corpus, manifest, batches) -> list[torch.Tensor]:
     target = STEPS * HP.batch_size * SPEC.block_size
-    monkeypatch.setattr(trainer_module, "make_tracker", lambda *a: _FakeTracker(target))
-    monkeypatch.setattr(trainer_module, "PseudoGradientAverager", _FakeAverager)
-    swarm = SimpleNamespace(dht=SimpleNamespace(get=lambda *a, **k: None), tracker=None, averager=None)
-    t = trainer_module.Trainer(manifest, corpus, swarm, peer_id="peer-0", state_dir=tmp_path, cfg=NodeConfig(eval_batches=1))
+    swarm = FakeSwarm(target)  # alone in its swarm: its own pseudo-gradient is the average
+    t = Trainer(manifest, corpus, swarm, peer_id="peer-0", state_dir=tmp_path, cfg=NodeConfig(eval_batches=1))
     t.sampler = _Replay(batches)
     stop = threading.Event()
     for r in range(ROUNDS):
         result = t.run_round(stop)
         assert result is not None and result.ok and result.round == r and result.tokens == target
-    assert t.inner_steps == STEPS * ROUNDS and t.global_round == ROUNDS
+    assert t.stats.inner_steps == STEPS * ROUNDS and t.global_round == ROUNDS and swarm.averager.sent == []
     return [p.clone() for p in t.global_params]
 
 
