@@ -11,7 +11,10 @@ assembled. Runs alternate A B A B (``--repeats``).
 Figures, per run, from the ledger's round reports sent after the cap (each node's first skipped):
 
 * **round s**: the median of the reports' ``wall_s`` over rounds whose group held all 4 nodes; the
-  headline is B / A (the issue's goal: within 1.3x).
+  headline is B / A (the issue's goal: within 1.3x). Beside it, the same rounds' compute s and the
+  seconds each node counted itself blocked on the network (``blocked_s``): all nodes share this
+  machine's cores, so compute time moves with the load of other jobs, and blocked s isolates the
+  network side of the comparison.
 * **bytes besides the all-reduce** per node per round: its link's layer-2 bytes up + down between
   two of its reports (a home's: its router's WAN port) minus the all-reduce payload it reported
   sending and receiving, framed (x 1514/1448). Every byte a relay carries for a NATed peer crosses
@@ -50,7 +53,8 @@ HOMES = 2  # run B: nodes 3 and 4 sit behind NAT
 
 def full_group_rounds(reports: list[Report], after: float, group: int) -> dict[str, Any]:
     """Round wall seconds over reports sent after ``after`` (each node's first such one skipped: it may
-    hold a join) whose group held ``group`` nodes; and the spacing of each node's reports."""
+    hold a join) whose group held ``group`` nodes; of them, compute seconds and seconds blocked on the
+    network (the node's own count); and the spacing of each node's reports."""
     per_node: dict[int, list[Report]] = {}
     for r in sorted(reports, key=lambda r: (r.node, r.seq)):
         if r.sent_at >= after:
@@ -58,6 +62,8 @@ def full_group_rounds(reports: list[Report], after: float, group: int) -> dict[s
     used = [r for rs in per_node.values() for r in rs[1:] if r.ok and r.group == group]
     spacing = [b.sent_at - a.sent_at for rs in per_node.values() for a, b in zip(rs, rs[1:]) if b.ok and b.group == group]
     return {"round_s": quantiles([r.wall_s for r in used]), "report_spacing_s": quantiles(spacing),
+            "compute_s": quantiles([r.compute_s for r in used]),
+            "blocked_s": quantiles([r.blocked_s for r in used if r.blocked_s is not None]),
             "rounds": sorted({r.round for r in used}), "reports": len(used),
             "reports_all": sum(len(rs) - 1 for rs in per_node.values()),
             "reports_not_ok": sum(not r.ok for rs in per_node.values() for r in rs[1:])}
@@ -139,9 +145,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     b = [r for r in runs if r["homes"] > 0]
     ratios = [rb["round_s"]["median"] / ra["round_s"]["median"] for ra, rb in zip(a, b)
               if ra.get("round_s") and rb.get("round_s")]
-    pick = {"round_s": lambda r: r["round_s"], "pair_other_per_round": lambda r: r["pair_other_per_round"],
+    pick = {"round_s": lambda r: r["round_s"], "blocked_s": lambda r: r.get("blocked_s"),
+            "pair_other_per_round": lambda r: r["pair_other_per_round"],
             "public_other_per_node_round": lambda r: r["public_other_per_node_round"]}
-    return {"ratio_b_over_a": ratios,
+    blocked = [rb["blocked_s"]["median"] / ra["blocked_s"]["median"] for ra, rb in zip(a, b)
+               if ra.get("blocked_s") and rb.get("blocked_s")]
+    return {"ratio_b_over_a": ratios, "blocked_ratio_b_over_a": blocked,
             "A": {k: quantiles([f(r)["median"] for r in a if f(r)]) for k, f in pick.items()},
             "B": {k: quantiles([f(r)["median"] for r in b if f(r)]) for k, f in pick.items()},
             "payload_m": max((r["payload_m"] for r in runs), default=0.0)}
@@ -154,19 +163,22 @@ def markdown(result: dict[str, Any]) -> str:
              f"{a['steps_per_round']} inner steps per node per round)", "",
              f"All-reduce payload M (one peer's compressed update): {m / 1e6:.3f} MB. Medians (min-max) over the run's rounds "
              "with all 4 nodes in the group.", "",
-             "| run | NATed | roles | round s (4-node groups) | reports (ok, 4-node / all) "
+             "| run | NATed | roles | round s (4-node groups) | compute s | blocked s | reports (ok, 4-node / all) "
              "| nodes 3+4: bytes besides the all-reduce per round, MB | / M "
              "| public node: besides the all-reduce per round, MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         pair = r["pair_other_per_round"]
         pub = r["public_other_per_node_round"]
         ratio = f"{pair['median'] / m:.3f}" if pair and m else "-"
         roles = ", ".join(f"{n.removeprefix('node-')}: {v}" for n, v in r["roles"].items())
-        lines.append(f"| {r['label']} | {r['homes']} | {roles} | {fmt_q(r['round_s'], 2)} | {r['reports']} / {r['reports_all']} "
+        lines.append(f"| {r['label']} | {r['homes']} | {roles} | {fmt_q(r['round_s'], 2)} | {fmt_q(r.get('compute_s'), 2)} "
+                     f"| {fmt_q(r.get('blocked_s'), 2)} | {r['reports']} / {r['reports_all']} "
                      f"| {fmt_q(_mb(pair), 3)} | {ratio} | {fmt_q(_mb(pub), 3)} |")
     ratios = ", ".join(f"{x:.3f}" for x in s["ratio_b_over_a"]) or "-"
-    lines += ["", f"**Round time B / A per repeat: {ratios}** (goal: within 1.3x).", "",
+    blocked = ", ".join(f"{x:.3f}" for x in s.get("blocked_ratio_b_over_a", [])) or "-"
+    lines += ["", f"**Round time B / A per repeat: {ratios}** (goal: within 1.3x). Seconds blocked on the network per round, "
+              f"B / A: {blocked} (compute s is the CPU's share: all nodes share this machine's cores).", "",
               "Bytes besides the all-reduce: the link's layer-2 bytes up + down between two of a node's reports minus "
               "1514/1448 x the all-reduce payload it reported sending and receiving. For the NATed nodes (3 and 4 in B), "
               "that is an upper bound on what relays carry for them: every relayed byte crosses their WAN link; the same "

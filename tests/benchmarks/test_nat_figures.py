@@ -31,6 +31,7 @@ def test_round_time_counts_only_full_groups_after_the_cap_and_skips_each_nodes_f
     assert f["round_s"] == {"median": 11.0, "min": 10.0, "max": 12.0, "n": 3}
     assert f["rounds"] == [1, 2] and f["reports"] == 3 and f["reports_all"] == 5 and f["reports_not_ok"] == 1
     assert f["report_spacing_s"]["median"] == pytest.approx(10.0)
+    assert f["compute_s"]["n"] == 3 and f["blocked_s"] is None  # these reports did not measure blocked time
 
 
 def test_bytes_besides_the_all_reduce_are_wire_minus_framed_payload_per_node_round():
@@ -76,4 +77,5 @@ def test_markdown_states_the_ratio_and_the_home_pairs_bytes_against_the_payload(
     md = markdown({"args": {"cap": 20.0, "model": "tiny", "codec": "fp16", "steps_per_round": 10}, "runs": runs,
                    "summary": summarize(runs)})
     assert "**Round time B / A per repeat: 1.300**" in md
-    assert "| B-1 | 2 | 1: reducer/public, 3: client/private | 13.00 (13.00-13.00) | 20 / 20 | 1.000 (1.000-1.000) | 0.500 | - |" in md
+    assert ("| B-1 | 2 | 1: reducer/public, 3: client/private | 13.00 (13.00-13.00) | - | - | 20 / 20 "
+            "| 1.000 (1.000-1.000) | 0.500 | - |") in md
