@@ -21,7 +21,8 @@ can dial in to it: what a volunteer behind a typical home router gets.
   in the hub namespace, so sampling costs a file read, not a subprocess): rx = node i's upload,
   tx = its download, at layer 2 (Ethernet headers included, so TCP/IP framing is counted; segmentation
   offload is off on these links, so every frame's headers are, measured 1.0459 x payload for bulk
-  TCP vs 1514/1448 = 1.0456).
+  TCP vs 1514/1448 = 1.0456). A home's caps sit on its router's ``wan0`` (up) and on ``vr<j>`` in the hub
+  (down), and its bytes are ``vr<j>``'s counters (:meth:`Testbed.counters` numbers home j as node N + j).
 
 Nothing is created in the host's namespace: addresses and links exist only inside namespaces this
 module created, and no route leads anywhere else. There is no delay emulation (``netem`` is not
@@ -183,6 +184,9 @@ class Topology:
                 ["ip", "-n", h, "link", "set", "lo", "up"],
                 ["ip", "-n", hub, "link", "add", f"vr{j}", "type", "veth", "peer", "name", "wan0", "netns", r],
                 ["ip", "-n", hub, "link", "set", f"vr{j}", "master", BRIDGE],
+                # one TCP segment per frame on the WAN link too, so that its counters count every header
+                ["ip", "-n", hub, "link", "set", f"vr{j}", "gso_max_segs", "1"],
+                ["ip", "-n", r, "link", "set", "wan0", "gso_max_segs", "1"],
                 ["ip", "-n", hub, "link", "set", f"vr{j}", "up"],
                 ["ip", "-n", r, "addr", "add", f"{self.router_wan_addr(j)}/24", "dev", "wan0"],
                 ["ip", "-n", r, "link", "set", "wan0", "up"],
@@ -233,10 +237,12 @@ class Topology:
         return cmds + self.home_commands()
 
     def shape_commands(self, up_mbit: float | None, down_mbit: float | None) -> list[list[str]]:
-        """Set (``tbf``) or lift (None) every node's caps on a running testbed."""
+        """Set (``tbf``) or lift (None) every node's caps on a running testbed: a home's are on its router's WAN link."""
+        links = [((self.ns(i), NODE_IF, up_mbit), (self.hub, self.hub_if(i), down_mbit)) for i in range(1, self.nodes + 1)]
+        links += [((self.router(j), "wan0", up_mbit), (self.hub, f"vr{j}", down_mbit)) for j in range(1, self.homes + 1)]
         cmds = []
-        for i in range(1, self.nodes + 1):
-            for ns, dev, cap in ((self.ns(i), NODE_IF, up_mbit), (self.hub, self.hub_if(i), down_mbit)):
+        for pair in links:
+            for ns, dev, cap in pair:
                 if cap is None:
                     cmds.append(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "pfifo_fast"])
                 else:
@@ -428,11 +434,20 @@ class Testbed:
         except (FileNotFoundError, ProcessLookupError):
             return {}
 
+    @property
+    def homes(self) -> int:
+        return self.topo.homes
+
     def counters(self) -> dict[int, tuple[int, int]]:
-        """``{node: (bytes uploaded, bytes downloaded)}`` at layer 2, from the hub's ports."""
+        """``{node: (bytes uploaded, bytes downloaded)}`` at layer 2, from the hub's ports.
+
+        Home ``j`` is node ``nodes + j`` here, counted on its router's WAN port ``vr<j>``: what the
+        home sends and receives past its NAT (its LAN traffic with its router is not counted).
+        """
         dev = read_net_dev(self._anchor.pid) if self._anchor else {}
-        return {i: (dev[self.topo.hub_if(i)][0], dev[self.topo.hub_if(i)][1])
-                for i in range(1, self.topo.nodes + 1) if self.topo.hub_if(i) in dev}
+        ports = {i: self.topo.hub_if(i) for i in range(1, self.topo.nodes + 1)}
+        ports |= {self.topo.nodes + j: f"vr{j}" for j in range(1, self.topo.homes + 1)}
+        return {i: (dev[port][0], dev[port][1]) for i, port in ports.items() if port in dev}
 
 
 class LoopbackBed:
@@ -440,6 +455,7 @@ class LoopbackBed:
 
     loopback = True
     hub_addr = "127.0.0.1"
+    homes = 0
 
     def __init__(self, nodes: int):
         self.nodes = nodes

@@ -73,7 +73,7 @@ _OTHER_HELP = {
     "coordinator": "run the contribution ledger and dashboard",
     "sim": "simulate a swarm of thousands of nodes",
     "plan": "time and $ to the token target: admit everyone vs the cost plan",
-    "bench": "run a benchmark suite: quality, attacks, bytes, allreduce, utilization, versus, churn, clean",
+    "bench": "run a benchmark suite: quality, attacks, bytes, allreduce, utilization, versus, churn, nat, clean",
 }
 
 

@@ -9,9 +9,9 @@ seconds, payload bytes, group size) without adding anything to node code. :class
 samples every node's layer-2 byte counters (netns mode) several times a second.
 
 Nodes are named ``node-1`` .. ``node-N`` (:func:`name`); node ``i`` sits in the testbed's
-namespace ``i``. Also here: the CPU lock every swarm run takes (``/tmp/capaswarm-cpu.lock``,
-shared with other users of this machine), and the flags, testbed check and work dir every suite
-shares.
+namespace ``i``, and in a testbed with homes, node ``N + j`` on home ``j`` behind its NAT router.
+Also here: the CPU lock every swarm run takes (``/tmp/capaswarm-cpu.lock``, shared with other
+users of this machine), and the flags, testbed check and work dir every suite shares.
 """
 from __future__ import annotations
 
@@ -119,17 +119,25 @@ def tokens_per_step(model: str, batch_size: int | None = None) -> int:
     return (batch_size or Hyperparameters().batch_size) * preset(model).block_size
 
 
-def make_bed(nodes: int, *, loopback: bool, up_mbit: float | None, down_mbit: float | None, tag: str | None = None) -> Any:
+def make_bed(nodes: int, *, loopback: bool, up_mbit: float | None, down_mbit: float | None, tag: str | None = None,
+             homes: int = 0) -> Any:
+    """``nodes`` public nodes, and ``homes`` more behind NAT routers (netns only)."""
     if loopback:
+        if homes:
+            raise ValueError("loopback has no NAT: home nodes need the namespace testbed")
         return LoopbackBed(nodes)
-    return Testbed(Topology(tag or f"{os.getpid() % 100000:x}", nodes, up_mbit, down_mbit))
+    return Testbed(Topology(tag or f"{os.getpid() % 100000:x}", nodes, up_mbit, down_mbit, homes=homes))
 
 
 def bed_place(bed: Any) -> Callable[[str], Place]:
-    """The launcher's ``place`` hook for ``bed``: node ``i`` in namespace ``i``, on a fixed port there."""
+    """The launcher's ``place`` hook for ``bed``: node ``i`` in namespace ``i``, on a fixed port there;
+    node ``N + j`` (past the N public ones) on home ``j``, listening on every address it has there
+    (its LAN address, which no one outside can dial: it announces nothing else)."""
     def place(node_name: str) -> Place:
         if bed.loopback:
             return Place()
+        if index(node_name) > bed.nodes:
+            return Place(tuple(bed.home_prefix(index(node_name) - bed.nodes)), f"/ip4/0.0.0.0/tcp/{NODE_PORT}")
         maddr = f"/ip4/{bed.addr(index(node_name))}/tcp/{NODE_PORT}"
         return Place(tuple(bed.prefix(index(node_name))), maddr, maddr)
 

@@ -91,7 +91,7 @@ def test_unshaped_topology_has_no_qdisc_and_bad_topologies_are_refused():
 def test_dispatcher_and_root_check(monkeypatch, capsys):
     from benchmarks import suites
 
-    assert set(suites.SUITES) >= {"bytes", "allreduce", "utilization", "versus", "churn"}
+    assert set(suites.SUITES) >= {"bytes", "allreduce", "utilization", "versus", "churn", "nat"}
     assert suites.main(["bench", "no-such-suite"]) == 2
     assert suites.main([]) == 2
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
@@ -192,6 +192,8 @@ def test_bytes_suite_on_loopback(tmp_path, read_png):
 def test_home_topology_puts_each_home_behind_its_own_nat_router():
     topo = Topology("ab12", 1, up_mbit=20, homes=2)
     flat = [" ".join(c) for c in topo.setup_commands()]
+    shaped = [" ".join(c) for c in topo.shape_commands(20, 10)]
+    lifted = [" ".join(c) for c in topo.shape_commands(None, None)]
     for j in (1, 2):
         r, h = f"csw-ab12-r{j}", f"csw-ab12-h{j}"
         assert f"ip -n csw-ab12-hub link add vr{j} type veth peer name wan0 netns {r}" in flat
@@ -201,6 +203,11 @@ def test_home_topology_puts_each_home_behind_its_own_nat_router():
         assert f"ip netns exec {r} nft -f -" in flat and f"ip netns exec {r} sysctl -q -w net.ipv4.ip_forward=1" in flat
         assert f"tc -n {r} qdisc add dev wan0 root {' '.join(tbf_args(20))}" in flat  # the home's uplink cap
         assert flat.index(f"ip netns add {h}") < flat.index(f"ip -n {h} route add default via 10.214.{j}.1")
+        # the WAN link counts every frame's headers, and the caps can be set and lifted on a running testbed
+        assert f"ip -n {r} link set wan0 gso_max_segs 1" in flat and f"ip -n csw-ab12-hub link set vr{j} gso_max_segs 1" in flat
+        assert f"tc -n {r} qdisc replace dev wan0 root {' '.join(tbf_args(20))}" in shaped
+        assert f"tc -n csw-ab12-hub qdisc replace dev vr{j} root {' '.join(tbf_args(10))}" in shaped
+        assert f"tc -n {r} qdisc replace dev wan0 root pfifo_fast" in lifted
     assert set(topo.namespaces) >= {"csw-ab12-r1", "csw-ab12-h1", "csw-ab12-r2", "csw-ab12-h2"}
     rules = Topology.nat_ruleset()
     assert 'oifname "wan0" masquerade' in rules and "policy drop" in rules and "ct state established,related accept" in rules
