@@ -152,7 +152,8 @@ def _check_verdict(m: SpotCheckVerdict, model: ModelSpec, limits: Limits) -> Non
         public_key_from_peer_id(m.subject)
     except ProtocolError:
         raise Reject("implausible", "the subject is not a peer id", m.peer_id) from None
-    if not (m.gain <= limits.max_loss and m.random_gain <= limits.max_loss and m.gain >= -1e6 and m.random_gain >= -1e6):
+    gains = (m.gain, m.random_gain, 0.0 if m.reference_gain is None else m.reference_gain)
+    if not all(-1e6 <= g <= limits.max_loss for g in gains):
         raise Reject("implausible", f"gains must be -1e6..{limits.max_loss:g} nats", m.peer_id)
     if not -1e6 <= m.z <= 1e6 or not 1 <= m.windows <= min(MAX_VERDICT_WINDOWS, max(1, m.tokens // max(1, model.block_size))):
         raise Reject("implausible", "z and windows must be what a check of the claimed tokens can give", m.peer_id)

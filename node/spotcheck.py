@@ -13,13 +13,17 @@ and decides (:func:`judge`):
 
     harmful       gain < -tolerance.harm        the update makes the model worse on its own data
                                                 (a scaled, random or sign-flipped update)
-    no_gain       gain < tolerance.min_gain     nothing learned: a zero or tiny update (a free rider)
+    no_gain       gain < tolerance.min_gain     nothing learned: a zero or tiny update (a free rider),
+                  or gain < min_ratio x reference_gain, where reference_gain is what the validator's
+                                                own recompute of the round (a fresh AdamW over the same
+                                                windows, :func:`recompute_update`) gains: random noise,
+                                                a scaled-down update
     not_assigned  (gain - random_gain) / its standard error < tolerance.min_z (when set)
                                                 it learned, but not from its own windows (work
                                                 trained on other data, or another peer's copied update)
     ok            otherwise
 
-Why not recompute the inner steps and compare tensors: a peer's AdamW moments and its warmup step
+Why recompute the inner steps only for a reference gain, not to compare tensors: a peer's AdamW moments and its warmup step
 count carry over rounds (``node.diloco``), so round r's steps depend on every earlier round of that
 peer; and the same steps on another thread count or device already differ by float rounding that
 AdamW's division by sqrt(v) amplifies (benchmarks/spotcheck.py measures both). The loss check needs
@@ -43,9 +47,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from node.data import ByteSampler, Tokens, _seed
+from node.diloco import inner_optimizer, inner_step, pseudo_gradient
+from protocol import Hyperparameters
 
 __all__ = ["REASONS", "CheckResult", "Tolerance", "assigned_batches", "check_update", "judge", "mean_loss",
-           "random_batches", "steps_of", "update_digest", "window_losses"]
+           "random_batches", "recompute_update", "steps_of", "update_digest", "window_losses"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 REASONS = ("ok", "harmful", "no_gain", "not_assigned")
@@ -59,6 +65,10 @@ class Tolerance:
 
     harm: float = 1e-3  # a gain below -harm is "harmful"
     min_gain: float = 1e-3  # a gain below this is "no_gain"
+    # ... and so is a gain below min_ratio x the validator's own recomputed update's gain on the same
+    # windows (when it recomputed one): measured honest ratios 1.0 (fresh optimizer: bit-identical) and
+    # 1.16 (carried AdamW state); an update trained on other windows 0.25, random noise <= 0.004
+    min_ratio: float = 0.3
     # "not_assigned" when the advantage (gain - random_gain) is under min_z standard errors; None: not
     # judged. Off by default: from a fresh model an honest round learns generic statistics first and
     # its advantage is noise (measured z = -0.3 at round 0, +6.8 after 200 steps; BENCHMARKS.md)
@@ -74,6 +84,7 @@ class CheckResult:
     loss_before: float  # global state's loss on the assigned windows
     windows: int  # assigned windows evaluated
     z: float = 0.0  # (gain - random_gain) / its standard error (0 when there is no spread)
+    reference_gain: float | None = None  # the gain of the validator's own recomputed update, if any
 
 
 def steps_of(tokens: int, batch_size: int, block_size: int) -> int:
@@ -135,11 +146,11 @@ def mean_loss(model: nn.Module, params: Sequence[torch.Tensor], batches: Sequenc
     return float(losses.mean()) if len(losses) else math.nan
 
 
-def judge(gain: float, random_gain: float, z: float, tol: Tolerance) -> tuple[bool, str]:
+def judge(gain: float, random_gain: float, z: float, tol: Tolerance, reference_gain: float | None = None) -> tuple[bool, str]:
     """The rule of the module docstring; non-finite gains are "harmful"."""
     if not (math.isfinite(gain) and math.isfinite(random_gain)) or gain < -tol.harm:
         return False, "harmful"
-    if gain < tol.min_gain:
+    if gain < tol.min_gain or (reference_gain is not None and gain < tol.min_ratio * reference_gain):
         return False, "no_gain"
     if tol.min_z is not None and not z >= tol.min_z:
         return False, "not_assigned"
@@ -148,9 +159,11 @@ def judge(gain: float, random_gain: float, z: float, tol: Tolerance) -> tuple[bo
 
 def check_update(model: nn.Module, global_params: Sequence[torch.Tensor], delta: Sequence[torch.Tensor],
                  assigned: Sequence[Batch], random: Sequence[Batch], tol: Tolerance = Tolerance(),
-                 device: str = "cpu") -> CheckResult:
+                 device: str = "cpu", reference: Sequence[torch.Tensor] | None = None) -> CheckResult:
     """Judge ``delta`` (global - local) against round r's ``global_params`` on the peer's ``assigned``
-    batches and on ``random`` ones. ``model`` is scratch: its parameters are overwritten."""
+    batches and on ``random`` ones; with ``reference`` (:func:`recompute_update` of the same round),
+    also against the gain an honest update of those windows reaches. ``model`` is scratch: its
+    parameters are overwritten."""
     if len(delta) != len(global_params) or any(d.shape != g.shape for d, g in zip(delta, global_params)):
         return CheckResult(False, "harmful", -math.inf, 0.0, math.nan, 0)
     if not assigned or not random:
@@ -160,10 +173,29 @@ def check_update(model: nn.Module, global_params: Sequence[torch.Tensor], delta:
     gains_a = before_a - window_losses(model, after, assigned, device)
     gains_r = window_losses(model, global_params, random, device) - window_losses(model, after, random, device)
     gain, random_gain = float(gains_a.mean()), float(gains_r.mean())
+    reference_gain = None
+    if reference is not None:
+        ref_after = [g.float() - d.float() for g, d in zip(global_params, reference)]
+        reference_gain = float((before_a - window_losses(model, ref_after, assigned, device)).mean())
     se = math.sqrt(float(gains_a.var(unbiased=False)) / len(gains_a) + float(gains_r.var(unbiased=False)) / len(gains_r))
     z = (gain - random_gain) / se if se > 0 and math.isfinite(se) else 0.0
-    passed, reason = judge(gain, random_gain, z, tol)
-    return CheckResult(passed, reason, gain, random_gain, float(before_a.mean()), len(gains_a), z)
+    passed, reason = judge(gain, random_gain, z, tol, reference_gain)
+    return CheckResult(passed, reason, gain, random_gain, float(before_a.mean()), len(gains_a), z, reference_gain)
+
+
+def recompute_update(model: nn.Module, global_params: Sequence[torch.Tensor], batches: Sequence[Batch],
+                     hp: Hyperparameters, device: str = "cpu") -> list[torch.Tensor]:
+    """The validator's own update for ``batches``: a fresh inner AdamW from ``global_params``, at the
+    post-warmup learning rate (the peer's optimizer state and step count are not observable).
+    ``model`` is scratch: its parameters are overwritten."""
+    with torch.no_grad():
+        for p, x in zip(model.parameters(), global_params):
+            p.copy_(x.to(p.device, p.dtype))
+    model.train()
+    opt = inner_optimizer(model.parameters(), hp)
+    for x, y in batches:
+        inner_step(model, opt, x, y, lr=hp.inner_lr, grad_clip=hp.grad_clip, device=device)
+    return pseudo_gradient(global_params, model.parameters())
 
 
 def update_digest(delta: Sequence[torch.Tensor]) -> str:

@@ -224,6 +224,7 @@ class SpotCheckVerdict(WireStruct):
     random_gain: float  # the same on random windows of the train split
     z: float = 0.0  # (gain - random_gain) / its standard error
     update_sha256: str = ""  # node.spotcheck.update_digest of the update judged
+    reference_gain: float | None = None  # the gain of the validator's own recompute of the round, if made
 
     def __post_init__(self) -> None:
         if self.reason not in SPOT_CHECK_REASONS:
