@@ -333,8 +333,8 @@ class Store:
             return "accepted"
         if isinstance(m, SpotCheckVerdict):  # the envelope above is the record; a failure is also a flag
             if not m.passed:
-                self.add_flag(m.subject, SPOT_CHECK_FLAG, m.round, m.peer_id, item.received_at,
-                              f"{m.reason}: gain {m.gain:.4g} (random {m.random_gain:.4g}, z {m.z:.2f}) nats over {m.windows} windows")
+                detail = f"{m.reason}: gain {m.gain:.4g} (random {m.random_gain:.4g}, z {m.z:.2f}) nats, {m.windows} windows"
+                self.add_flag(m.subject, SPOT_CHECK_FLAG, m.round, m.peer_id, item.received_at, detail)
             return "accepted"
         seen_at = min(m.sent_at, item.received_at)  # a peer's clock may run ahead, never beyond receipt
         self._pause_events(m, seen_at)

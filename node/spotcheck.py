@@ -23,9 +23,9 @@ and decides (:func:`judge`):
                                                 trained on other data, or another peer's copied update)
     ok            otherwise
 
-Why recompute the inner steps only for a reference gain, not to compare tensors: a peer's AdamW moments and its warmup step
-count carry over rounds (``node.diloco``), so round r's steps depend on every earlier round of that
-peer; and the same steps on another thread count or device already differ by float rounding that
+Why recompute the inner steps only for a reference gain, not to compare tensors: a peer's AdamW
+moments and its warmup step count carry over rounds (``node.diloco``), so round r's steps depend on
+every earlier round of that peer; and the same steps on another thread count or device already differ by float rounding that
 AdamW's division by sqrt(v) amplifies (benchmarks/spotcheck.py measures both). The loss check needs
 only the round's global state, the windows and the update, and its margins are orders of magnitude
 above the measured nondeterminism of a loss evaluation (BENCHMARKS.md, "Spot checks").
@@ -124,7 +124,8 @@ def random_batches(train: Tokens, *, seed: str, batch_size: int, block_size: int
 
 
 @torch.no_grad()
-def window_losses(model: nn.Module, params: Sequence[torch.Tensor], batches: Sequence[Batch], device: str = "cpu") -> torch.Tensor:
+def window_losses(model: nn.Module, params: Sequence[torch.Tensor], batches: Sequence[Batch],
+                  device: str = "cpu") -> torch.Tensor:
     """Cross-entropy of each window (mean over its tokens) of ``batches``, with ``params`` loaded
     into ``model`` (fp32, eval mode): one float64 value per window."""
     for p, x in zip(model.parameters(), params):
@@ -146,7 +147,8 @@ def mean_loss(model: nn.Module, params: Sequence[torch.Tensor], batches: Sequenc
     return float(losses.mean()) if len(losses) else math.nan
 
 
-def judge(gain: float, random_gain: float, z: float, tol: Tolerance, reference_gain: float | None = None) -> tuple[bool, str]:
+def judge(gain: float, random_gain: float, z: float, tol: Tolerance,
+          reference_gain: float | None = None) -> tuple[bool, str]:
     """The rule of the module docstring; non-finite gains are "harmful"."""
     if not (math.isfinite(gain) and math.isfinite(random_gain)) or gain < -tol.harm:
         return False, "harmful"

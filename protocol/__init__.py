@@ -9,7 +9,8 @@ explicit save/load helpers, no clock):
     schema.py    ``WireStruct``: dataclasses checked against their annotations, tolerant of new fields
     identity.py  Ed25519 ``Identity`` in libp2p's key-file format; peer id <-> public key; verify
     messages.py  ``ContributionReport``, ``Heartbeat`` and their parts; reducers' ``OutlierReport``;
-                 validators' ``SpotCheckVerdict``; DHT ``StateAnnouncement``; what the run key signs: ``Plan``, ``BudgetChange``, ``AttributionCertificate``
+                 validators' ``SpotCheckVerdict``; DHT ``StateAnnouncement``; what the run key signs: ``Plan``,
+                 ``BudgetChange``, ``AttributionCertificate``
     manifest.py  ``RunManifest`` and its content hash; ``check_same_run``; manifest files parsed (``parse_manifest_file``)
     envelope.py  ``seal`` (sign), ``open_envelope`` (verify, then decode), ``open_signed_by`` (a pinned signer)
 
