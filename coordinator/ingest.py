@@ -112,7 +112,7 @@ class Ingestor:
         except RemoteProtocolError as e:
             raise self.reject(reject_from_protocol(e)) from None
         message = envelope.message
-        if not isinstance(message, (ContributionReport, Heartbeat, OutlierReport, SpotCheckVerdict)):  # a plan, a DHT announcement
+        if not isinstance(message, (ContributionReport, Heartbeat, OutlierReport, SpotCheckVerdict)):  # a plan, a DHT record
             raise self.reject(Reject("unknown_kind", f"{envelope.kind!r} messages are not for the coordinator", envelope.sender))
         if isinstance(message, SpotCheckVerdict) and envelope.sender not in self.config.validators:
             # only the operator's validators judge: a stranger's key must not flag honest peers
