@@ -15,6 +15,8 @@ Map of this package:
     robust.py     robust aggregation of one part (norm clip, CenteredClip, trimmed mean) and outlier stats
     group.py      checks on what group members gathered (tokens, state hash, round): drop the malformed
     announce.py   signed state-hash announcements in the DHT; the majority hash a joiner accepts
+    spotcheck.py  spot checks of claimed work: a peer's windows of a round, the loss gain of its update; pure torch
+    validator.py  the validator's side: a claim and the round's global state in, a ``SpotCheckVerdict`` out
     codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k) and error feedback; pure torch
     trainer.py    the DiLoCo loop (blocking or overlapped), state sync, checkpoints
     diloco.py     the DiLoCo math, once: inner AdamW and its step, pseudo-gradient, outer Nesterov step; pure torch

@@ -147,3 +147,35 @@ def test_judge_rule():
     assert judge(0.05, 0.0, 5.0, tol, reference_gain=0.2) == (False, "no_gain")
     assert judge(0.05, 0.04, 1.0, tol) == (False, "not_assigned")
     assert judge(0.05, 0.01, 5.0, tol, reference_gain=0.06) == (True, "ok")
+
+
+def test_validator_signs_verdicts_the_coordinator_can_read(train, fresh):
+    from coordinator.plausibility import Limits, check_numbers
+    from coordinator.cost import PriceTable
+    from node.validator import Validator
+    from protocol import Identity, RunManifest, open_envelope, seal
+
+    global_params, delta = fresh
+    manifest = RunManifest(run_id=RUN, model=SPEC, hparams=HP)
+    me, subject = Identity.from_seed(b"\x05" * 32), "peer-A"
+    validator = Validator(manifest, train, max_batches=STEPS)
+    for update, passed, reason in ((delta, True, "ok"), ([d * 100 for d in delta], False, "harmful")):
+        result = validator.check(global_params, subject, 3, TOKENS, update)
+        assert (result.passed, result.reason) == (passed, reason), result
+        verdict = validator.verdict(me.peer_id, 1, 1.0, Identity.from_seed(b"\x06" * 32).peer_id, 3, TOKENS, result, update)
+        opened = open_envelope(seal(verdict, me)).message
+        assert opened == verdict and opened.windows == STEPS * HP.batch_size
+        check_numbers(opened, model=SPEC, prices=PriceTable(), limits=Limits())  # within the coordinator's bounds
+    with pytest.raises(ValueError):
+        validator.check(global_params, subject, 3, 10, delta)  # less than one inner step
+
+
+def test_sampling_is_keyed_and_near_its_rate():
+    from node.policies.spotcheck import is_sampled
+
+    picks = [is_sampled(b"k1", "peer", r, 0.1) for r in range(2000)]
+    assert 120 < sum(picks) < 280
+    assert picks != [is_sampled(b"k2", "peer", r, 0.1) for r in range(2000)]  # another secret, another sample
+    assert picks == [is_sampled(b"k1", "peer", r, 0.1) for r in range(2000)]
+    assert not any(is_sampled(b"k1", "peer", r, 0.0) for r in range(50))
+    assert all(is_sampled(b"k1", "peer", r, 1.0) for r in range(50))
