@@ -35,15 +35,18 @@ from node.model import GPT
 from node.spotcheck import Tolerance, assigned_batches, check_update, random_batches, recompute_update, window_losses
 from protocol import Hyperparameters
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "honest_round", "main"]
 
 RUN = "bench-spot"
 
 
-def _round(model: GPT, opt: torch.optim.Optimizer, train: Any, peer: str, round_: int, steps: int, hp: Hyperparameters,
-           block: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def honest_round(model: GPT, opt: torch.optim.Optimizer, train: Any, peer: str, round_: int, steps: int,
+                 hp: Hyperparameters, block: int, run: str = RUN) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``peer``'s inner phase of ``round_`` as node.trainer runs it (its own windows, ``steps`` AdamW
+    steps at the inner learning rate): (global parameters, update = global - local); the model's
+    parameters are put back to global."""
     start = [p.detach().clone() for p in model.parameters()]
-    sampler = ByteSampler.for_node(train, block, hp.batch_size, RUN, peer)
+    sampler = ByteSampler.for_node(train, block, hp.batch_size, run, peer)
     sampler.start_round(round_)
     for _ in range(steps):
         x, y = sampler.batch()
@@ -154,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         if warm_steps:
             opt_b.load_state_dict(copy.deepcopy(opt.state_dict()))
         round_ = 3 if phase == "fresh" else 7
-        global_params, delta = _round(model, opt if warm_steps else inner_optimizer(model.parameters(), hp), train, "peer-A",
-                                      round_, args.steps, hp, spec.block_size)
-        _, copied = _round(model, opt_b, train, "peer-B", round_, args.steps, hp, spec.block_size)
+        opt_a = opt if warm_steps else inner_optimizer(model.parameters(), hp)  # fresh: a peer's first round
+        global_params, delta = honest_round(model, opt_a, train, "peer-A", round_, args.steps, hp, spec.block_size)
+        _, copied = honest_round(model, opt_b, train, "peer-B", round_, args.steps, hp, spec.block_size)
         assigned = assigned_batches(train, run_id=RUN, peer_id="peer-A", round_=round_, tokens=args.steps * hp.batch_size *
                                     spec.block_size, batch_size=hp.batch_size, block_size=spec.block_size, max_batches=10**6)
         rand = random_batches(train, seed=f"validator/peer-A/{round_}", batch_size=hp.batch_size, block_size=spec.block_size,

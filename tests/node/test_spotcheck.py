@@ -10,8 +10,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from benchmarks.spotcheck import honest_round
 from node.data import ByteSampler, load_corpus
-from node.diloco import inner_optimizer, inner_step, pseudo_gradient
+from node.diloco import inner_optimizer, inner_step
 from node.model import GPT
 from node.spotcheck import (Tolerance, assigned_batches, check_update, judge, random_batches, recompute_update, steps_of,
                             update_digest)
@@ -31,17 +32,7 @@ def train():
 
 def _round(model, opt, train, peer: str, round_: int):
     """One honest inner phase of ``peer`` (what node.trainer does): its windows, then global - local."""
-    start = [p.detach().clone() for p in model.parameters()]
-    sampler = ByteSampler.for_node(train, SPEC.block_size, HP.batch_size, RUN, peer)
-    sampler.start_round(round_)
-    for _ in range(STEPS):
-        x, y = sampler.batch()
-        inner_step(model, opt, x, y, lr=HP.inner_lr, grad_clip=HP.grad_clip)
-    delta = pseudo_gradient(start, model.parameters())
-    with torch.no_grad():
-        for p, s in zip(model.parameters(), start):
-            p.copy_(s)
-    return start, delta
+    return honest_round(model, opt, train, peer, round_, STEPS, HP, SPEC.block_size, run=RUN)
 
 
 def _windows(train, peer: str, round_: int, n=None):
