@@ -16,8 +16,8 @@ and decides (:func:`judge`):
     no_gain       gain < tolerance.min_gain     nothing learned: a zero or tiny update (a free rider),
                   or gain < min_ratio x reference_gain, where reference_gain is what the validator's
                                                 own recompute of the round (a fresh AdamW over the same
-                                                windows, :func:`recompute_update`) gains: random noise,
-                                                a scaled-down update
+                                                windows from warmup step 0, :func:`recompute_update`)
+                                                gains: random noise, a scaled-down update
     not_assigned  (gain - random_gain) / its standard error < tolerance.min_z (when set)
                                                 it learned, but not from its own windows (work
                                                 trained on other data, or another peer's copied update)
@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from node.data import ByteSampler, Tokens, _seed
-from node.diloco import inner_optimizer, inner_step, pseudo_gradient
+from node.diloco import inner_optimizer, inner_step, pseudo_gradient, warmup_lr
 from protocol import Hyperparameters
 
 __all__ = ["REASONS", "CheckResult", "Tolerance", "assigned_batches", "check_update", "judge", "mean_loss",
@@ -186,17 +186,19 @@ def check_update(model: nn.Module, global_params: Sequence[torch.Tensor], delta:
 
 
 def recompute_update(model: nn.Module, global_params: Sequence[torch.Tensor], batches: Sequence[Batch],
-                     hp: Hyperparameters, device: str = "cpu") -> list[torch.Tensor]:
-    """The validator's own update for ``batches``: a fresh inner AdamW from ``global_params``, at the
-    post-warmup learning rate (the peer's optimizer state and step count are not observable).
+                     hp: Hyperparameters, device: str = "cpu", first_step: int = 0) -> list[torch.Tensor]:
+    """The validator's own update for ``batches``: a fresh inner AdamW from ``global_params``, its
+    learning rate on the warmup schedule from ``first_step`` on. The peer's optimizer state and step
+    count are not observable; step 0 is the slowest schedule an honest peer can have (its first
+    round), so the reference errs towards a small gain, in the peer's favour.
     ``model`` is scratch: its parameters are overwritten."""
     with torch.no_grad():
         for p, x in zip(model.parameters(), global_params):
             p.copy_(x.to(p.device, p.dtype))
     model.train()
     opt = inner_optimizer(model.parameters(), hp)
-    for x, y in batches:
-        inner_step(model, opt, x, y, lr=hp.inner_lr, grad_clip=hp.grad_clip, device=device)
+    for i, (x, y) in enumerate(batches):
+        inner_step(model, opt, x, y, lr=warmup_lr(hp, first_step + i), grad_clip=hp.grad_clip, device=device)
     return pseudo_gradient(global_params, model.parameters())
 
 
