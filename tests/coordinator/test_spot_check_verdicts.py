@@ -133,3 +133,13 @@ def test_validator_flag_repeats(tmp_path):
                                       "--flag-quorum", "1"])
     config = config_from_args(args)
     assert config.validators == (V1.peer_id, V2.peer_id) and config.flag_quorum == 1
+
+
+async def test_with_quorum_one_a_single_validator_takes_the_credit(aiohttp_client, config, clock, make_report):
+    client = await aiohttp_client(create_app(config.replace(validators=(V1.peer_id,), flag_quorum=1), clock=clock))
+    await _round_one(client, make_report)
+    assert (await post(client, seal(_verdict(clock, V1, identity(3), 1), V1)))[0] == 200
+    snap = await state(client)
+    assert _row(snap, identity(3))["confirmed_tokens"] == 0 and _row(snap, identity(2))["confirmed_tokens"] == 8192
+    status, body = await post(client, seal(_verdict(clock, V2, identity(2), 1), V2))  # V2 is not listed here
+    assert (status, body["error"]) == (403, "not_validator")
