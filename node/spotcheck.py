@@ -60,18 +60,17 @@ REASONS = ("ok", "harmful", "no_gain", "not_assigned")
 @dataclass(frozen=True)
 class Tolerance:
     """Margins in nats per token (the model's cross-entropy). BENCHMARKS.md "Spot checks" measured a
-    loss evaluation's nondeterminism (repeats, 1 vs 2 threads) at or below 1e-6 nats and honest
-    tiny-model rounds' gains at 1e-2..1 nats; the margins sit between, 1000x above the noise."""
+    loss evaluation bit-identical across repeats and 1 vs 2 threads, a recompute's gain within 2.5e-8
+    nats across thread counts, and honest rounds' gains at 0.05..1.6 nats; the margins sit between."""
 
     harm: float = 1e-3  # a gain below -harm is "harmful"
     min_gain: float = 1e-3  # a gain below this is "no_gain"
     # ... and so is a gain below min_ratio x the validator's own recomputed update's gain on the same
-    # windows (when it recomputed one): measured honest ratios 1.0 (fresh optimizer: bit-identical) and
-    # 1.16 (carried AdamW state); an update trained on other windows 0.25, random noise <= 0.004
+    # windows (when it recomputed one): measured honest ratios 0.92..1.16, dishonest ones <= 0.04
     min_ratio: float = 0.3
     # "not_assigned" when the advantage (gain - random_gain) is under min_z standard errors; None: not
     # judged. Off by default: from a fresh model an honest round learns generic statistics first and
-    # its advantage is noise (measured z = -0.3 at round 0, +6.8 after 200 steps; BENCHMARKS.md)
+    # its advantage is noise (measured z = 1.3 in a first round, 6.0 after 200 steps; BENCHMARKS.md)
     min_z: float | None = None
 
 
