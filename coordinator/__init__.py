@@ -13,7 +13,8 @@ Map of this package::
     planner.py   pure cost planner: budget, active / standby for paid peers, round size, forecast; sim reuses it
     plans.py     the plan service: ledger rows -> planner -> a Plan signed with the run key; budget changes
     store.py     the only SQL: SQLite (WAL) schema, versioned migrations, inserts and queries
-    ingest.py    the acceptance pipeline: verify, check, group-commit to the ledger, count rejections
+    ingest.py    the acceptance pipeline: verify, check, group-commit to the ledger, count rejections;
+                 validators' verdicts only from the peer ids the operator listed (``validators``)
     snapshot.py  pure builder of the dashboard snapshot from ledger rows
     outliers.py  pure: reducers' outlier reports -> flagged peers (>= 2 distinct reducers per round)
     hub.py       the cached snapshot, rebuilt in the background and pushed over SSE

@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("deadline", float, None, "budget: reach the token target by this unix time")
     add("port-file", Path, None, "write the bound port here once listening")
     add("no-dialback", bool, False, "do not dial nodes back (and so list no bootstrap peers)")
+    p.add_argument("--validator", dest="validator", action="append", default=None, metavar="PEER_ID",
+                   help="a peer id whose spot-check verdicts count (repeat it; env SWARM_COORDINATOR_VALIDATORS=id1,id2)")
+    add("flag-quorum", int, 2, "distinct validators whose failed verdicts on one (peer, round) take its credit away")
     add_log_arguments(p)
     return p
 
@@ -132,6 +135,9 @@ def config_from_args(args: argparse.Namespace) -> CoordinatorConfig:
         prices=load_price_table(args.price_table, args.electricity),
         budget=Budget(cap_usd_per_hour=args.cap_per_hour, total_usd=args.budget_total, deadline=args.deadline),
     )
+    if args.validator:  # else SWARM_COORDINATOR_VALIDATORS or none
+        settings["validators"] = tuple(args.validator)
+    settings["flag_quorum"] = args.flag_quorum
     if args.no_dialback:  # else SWARM_COORDINATOR_DIALBACK or the default
         settings["dialback"] = False
     try:

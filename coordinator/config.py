@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import Field, InstanceOf, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from protocol import DecodeError, RunManifest
+from protocol import DecodeError, ProtocolError, RunManifest, public_key_from_peer_id
 from protocol.manifest import parse_manifest_file
 
 from .cost import PriceTable
@@ -108,6 +108,12 @@ class CoordinatorConfig(BaseSettings):
         description="per round outside compute and measured network wait (which includes matchmaking)")
     max_price_markup: float = Field(default=1.5, description="a declared $/h over the price table's x this is flagged")
 
+    # spot checks (issue 11 item 4): who may judge others' work, and how many must agree
+    validators: Annotated[tuple[str, ...], NoDecode] = Field(default=(),
+        description="peer ids whose signed spot-check verdicts are accepted (comma-separated in the environment)")
+    flag_quorum: int = Field(default=2, ge=1,
+        description="distinct reporters (validators) whose failed verdicts on one (peer, round) take its credit away")
+
     thresholds: InstanceOf[StateThresholds] = Field(default_factory=StateThresholds,
         description="seconds of silence to stale/offline")
     prices: InstanceOf[PriceTable] = Field(default_factory=PriceTable, description="$/h of GPUs, CPUs and electricity (cost.py)")
@@ -123,6 +129,21 @@ class CoordinatorConfig(BaseSettings):
                 raise ValueError(f"{path}: {e.strerror}") from None
             except DecodeError as e:
                 raise ValueError(f"{path}: not a valid run manifest: {e}") from None
+        return v
+
+    @field_validator("validators", mode="before")
+    @classmethod
+    def _validator_ids(cls, v: Any) -> Any:
+        """Peer ids, each checked (a typo would silently accept nobody): a list, or "id1,id2" from the environment."""
+        if isinstance(v, str):
+            v = [p for p in (x.strip() for x in v.split(",")) if p]
+        if isinstance(v, (list, tuple)):
+            for peer_id in v:
+                try:
+                    public_key_from_peer_id(peer_id)
+                except (ProtocolError, TypeError, ValueError):
+                    raise ValueError(f"validator {str(peer_id)[:24]!r} is not a peer id") from None
+            return tuple(v)
         return v
 
     @field_validator(*TOKEN_COUNTS, mode="before")

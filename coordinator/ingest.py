@@ -17,7 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from protocol import ContributionReport, Heartbeat, OutlierReport, RemoteProtocolError, open_envelope, pack, unpack
+from protocol import (
+    ContributionReport, Heartbeat, OutlierReport, RemoteProtocolError, SpotCheckVerdict, open_envelope, pack, unpack,
+)
 
 from .config import CoordinatorConfig
 from .ledger import RateLimiter, Reject, check_message, reject_from_protocol
@@ -30,6 +32,7 @@ __all__ = ["Ingestor", "StorageUnavailable"]
 logger = logging.getLogger(__name__)
 
 _Item = tuple[Incoming, "asyncio.Future[Outcome]"]
+Message = ContributionReport | Heartbeat | OutlierReport | SpotCheckVerdict
 
 
 class StorageUnavailable(Exception):
@@ -98,7 +101,7 @@ class Ingestor:
         """The per-IP token bucket, taken before a body is read or a signature checked."""
         return self._ip_limiter.allow(address, self.clock())
 
-    async def submit(self, body: bytes) -> tuple[str, ContributionReport | Heartbeat | OutlierReport]:
+    async def submit(self, body: bytes) -> tuple[str, Message]:
         """Accept ``body`` into the ledger: return ``("accepted" | "duplicate", message)``.
 
         Raises :class:`Reject` (already counted) or :class:`StorageUnavailable`.
@@ -109,8 +112,11 @@ class Ingestor:
         except RemoteProtocolError as e:
             raise self.reject(reject_from_protocol(e)) from None
         message = envelope.message
-        if not isinstance(message, (ContributionReport, Heartbeat, OutlierReport)):  # a plan, a DHT StateAnnouncement...
+        if not isinstance(message, (ContributionReport, Heartbeat, OutlierReport, SpotCheckVerdict)):  # a plan, a DHT record
             raise self.reject(Reject("unknown_kind", f"{envelope.kind!r} messages are not for the coordinator", envelope.sender))
+        if isinstance(message, SpotCheckVerdict) and envelope.sender not in self.config.validators:
+            # only the operator's validators judge: a stranger's key must not flag honest peers
+            raise self.reject(Reject("not_validator", "this peer is not one of the run's validators", envelope.sender))
         if not self._limiter.allow(envelope.sender, now):
             raise self.reject(Reject("rate_limited", "slow down and retry", envelope.sender))
         config = self.config
@@ -178,7 +184,7 @@ class Ingestor:
             self.on_commit()
 
 
-def _without_unknown_fields(body: bytes, message: ContributionReport | Heartbeat | OutlierReport) -> tuple[bytes, bool]:
+def _without_unknown_fields(body: bytes, message: Message) -> tuple[bytes, bool]:
     """The envelope to keep: ``body`` itself, or, when its payload carries fields this coordinator
     does not know, the same envelope with the payload re-encoded from the known fields only.
 

@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from protocol import ContributionReport, Heartbeat, OutlierReport, RemoteProtocolError
+from protocol import ContributionReport, Heartbeat, OutlierReport, RemoteProtocolError, SpotCheckVerdict
 
 __all__ = [
     "REASON_STATUS",
@@ -69,6 +69,7 @@ REASON_STATUS: dict[str, int] = {
     "wrong_manifest": 422,  # the report names another run manifest than this coordinator's
     "ip_rate_limited": 429,  # per-IP token bucket, before any signature is checked
     "too_many_streams": 429,  # per-IP (or global) limit on server-sent-event streams
+    "not_validator": 403,  # a spot-check verdict from a peer the operator did not list as a validator
 }
 
 
@@ -95,7 +96,7 @@ def reject_from_protocol(error: RemoteProtocolError) -> Reject:
 
 
 def check_message(
-    message: ContributionReport | Heartbeat | OutlierReport,
+    message: ContributionReport | Heartbeat | OutlierReport | SpotCheckVerdict,
     *,
     run_id: str,
     now: float,
@@ -108,7 +109,7 @@ def check_message(
     without a manifest hash (nodes older than the field) is checked by run id alone."""
     if message.run_id != run_id:
         raise Reject("wrong_run", f"this coordinator serves run {run_id!r}", message.peer_id)
-    claimed = getattr(message, "manifest_hash", "")  # outlier reports carry none
+    claimed = getattr(message, "manifest_hash", "")  # outlier reports and verdicts carry none
     if manifest_hash and claimed and claimed != manifest_hash:
         raise Reject("wrong_manifest", f"this run's manifest is {manifest_hash[:12]}...", message.peer_id)
     if message.sent_at < now - max_age_s:

@@ -13,7 +13,9 @@ the ledger, each field is held to what a real node could have sent:
 - hardware: ``count <= max_devices``, memory under ``max_memory_gb``; losses in
   ``[0, max_loss]``; groups of at most ``max_group`` members (``implausible``);
 - a declared price at most :func:`price_cap` (``implausible_price``);
-- a reducer's outlier report: a group no larger than ``max_group``, finite ratios (``implausible``).
+- a reducer's outlier report: a group no larger than ``max_group``, finite ratios (``implausible``);
+- a validator's verdict: about another, real peer id; gains -1e6..``max_loss``; at most one window per
+  ``block_size`` claimed tokens; a 64-hex update digest (``implausible``).
 
 Checks that need the ledger (seq order, one claim per round, the round window) live in
 ``store.py``; the rejection reasons and their HTTP statuses in ``ledger.py``.
@@ -23,7 +25,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from protocol import ContributionReport, Hardware, Heartbeat, ModelSpec, OutlierReport
+from protocol import (
+    ContributionReport, Hardware, Heartbeat, ModelSpec, OutlierReport, ProtocolError, SpotCheckVerdict, public_key_from_peer_id,
+)
 
 from .cost import PriceTable, _lookup, is_cpu
 from .ledger import Reject
@@ -94,12 +98,16 @@ def _ints(m: ContributionReport | Heartbeat) -> list[tuple[str, int]]:
 
 
 def check_numbers(
-    m: ContributionReport | Heartbeat | OutlierReport, *, model: ModelSpec, prices: PriceTable, limits: Limits,
+    m: ContributionReport | Heartbeat | OutlierReport | SpotCheckVerdict, *, model: ModelSpec, prices: PriceTable,
+    limits: Limits,
 ) -> None:
     """Raise :class:`Reject` for the first number no honest node sends."""
     peer = m.peer_id
     if isinstance(m, OutlierReport):
         _check_outliers(m, limits)
+        return
+    if isinstance(m, SpotCheckVerdict):
+        _check_verdict(m, model, limits)
         return
     for name, value in _ints(m):
         if not 0 <= value <= INT64_MAX:
@@ -126,6 +134,31 @@ def _check_outliers(m: OutlierReport, limits: Limits) -> None:
     for o in m.outliers:
         if not (math.isfinite(o.max_ratio) and math.isfinite(o.min_ratio) and 0 <= o.clipped <= 1):
             raise Reject("implausible", "outlier ratios must be finite and clipped in 0..1", m.peer_id)
+
+
+MAX_VERDICT_WINDOWS = 1 << 20  # windows one spot check evaluates, at most
+
+
+def _check_verdict(m: SpotCheckVerdict, model: ModelSpec, limits: Limits) -> None:
+    """A validator's verdict: ints in range, about another peer, gains a loss can have (a loss is at
+    most ``max_loss``; an update may raise it without bound, so only a lowering is capped by it),
+    and no more windows than the claimed tokens hold."""
+    for name, value in (("seq", m.seq), ("round", m.round), ("tokens", m.tokens), ("windows", m.windows)):
+        if not 0 <= value <= INT64_MAX:
+            raise Reject("out_of_range", f"{name} must be in 0..2**63-1", m.peer_id)
+    if m.subject == m.peer_id:
+        raise Reject("implausible", "a validator does not judge itself", m.peer_id)
+    try:
+        public_key_from_peer_id(m.subject)
+    except ProtocolError:
+        raise Reject("implausible", "the subject is not a peer id", m.peer_id) from None
+    gains = (m.gain, m.random_gain, 0.0 if m.reference_gain is None else m.reference_gain)
+    if not all(-1e6 <= g <= limits.max_loss for g in gains):
+        raise Reject("implausible", f"gains must be -1e6..{limits.max_loss:g} nats", m.peer_id)
+    if not -1e6 <= m.z <= 1e6 or not 1 <= m.windows <= min(MAX_VERDICT_WINDOWS, max(1, m.tokens // max(1, model.block_size))):
+        raise Reject("implausible", "z and windows must be what a check of the claimed tokens can give", m.peer_id)
+    if m.update_sha256 and (len(m.update_sha256) != 64 or any(c not in "0123456789abcdef" for c in m.update_sha256)):
+        raise Reject("implausible", "update_sha256 must be 64 lowercase hex digits", m.peer_id)
 
 
 def _check_report(r: ContributionReport, model: ModelSpec, limits: Limits) -> None:

@@ -12,9 +12,10 @@ Schema (version 8; later versions append to :data:`MIGRATIONS`, never edit a rel
     peers         one row per peer: latest name/hardware/price/status and running totals
     rounds        per-round totals for the loss and throughput curves
     events        joins, leaves and failed rounds, for the dashboard's event list
-    flags         (peer, reason, round, reporter): signed accusations against a peer, e.g. a
-                  reducer's outlier report or a validator's failed spot check (issue 11 items 3-4);
-                  a quorum of distinct reporters sets ``reports.flagged``: no confirmation, no credit
+    flags         (peer, reason, round, reporter): signed accusations against a peer: a validator's
+                  failed spot check (``SpotCheckVerdict``, reason "spot_check"; issue 11 item 4);
+                  a quorum of distinct reporters sets ``reports.flagged``: no confirmation, no credit.
+                  A verdict is kept in ``messages`` like any envelope; a passing one writes no flag
 
 Version 2 added ``reports.blocked_s`` and ``peers.blocked_s`` / ``peers.blocked_wall_s``; version 3
 ``reports.standby`` and the ``budget_changes`` and ``plans`` tables (the cost plan, ``plans.py``); version 4
@@ -50,14 +51,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import ContributionReport, Heartbeat, OutlierReport
+from protocol import ContributionReport, Heartbeat, OutlierReport, SpotCheckVerdict
 
 from .ledger import Reject, classify_replay, device_label, display_name, group_size, needed_confirmations
 
-__all__ = ["MIGRATIONS", "Incoming", "StorageFailure", "Store"]
+__all__ = ["MIGRATIONS", "SPOT_CHECK_FLAG", "Incoming", "StorageFailure", "Store"]
 
 logger = logging.getLogger(__name__)
 INT64_MAX = 2**63 - 1
+SPOT_CHECK_FLAG = "spot_check"  # flags.reason of validators' failed verdicts (whatever the verdict's own reason)
 
 MIGRATIONS: list[str] = [
     # version 1
@@ -191,7 +193,7 @@ class Incoming:
 
     envelope: bytes  # what the ledger keeps: the bytes received, or them less unknown fields
     digest: bytes  # sha256 of the envelope as received (the idempotence check)
-    message: ContributionReport | Heartbeat | OutlierReport
+    message: ContributionReport | Heartbeat | OutlierReport | SpotCheckVerdict
     received_at: float
     standby: bool = False  # a report of a round trained while the plan had the peer on standby
     stripped: bool = False  # unknown payload fields were dropped from ``envelope``
@@ -339,6 +341,11 @@ class Store:
         if isinstance(m, OutlierReport):  # about other peers: no peer row of its own to update
             self._insert_outliers(m)
             return "accepted"
+        if isinstance(m, SpotCheckVerdict):  # the envelope above is the record; a failure is also a flag
+            if not m.passed:
+                detail = f"{m.reason}: gain {m.gain:.4g} (random {m.random_gain:.4g}, z {m.z:.2f}) nats, {m.windows} windows"
+                self.add_flag(m.subject, SPOT_CHECK_FLAG, m.round, m.peer_id, item.received_at, detail)
+            return "accepted"
         seen_at = min(m.sent_at, item.received_at)  # a peer's clock may run ahead, never beyond receipt
         self._pause_events(m, seen_at)
         self._upsert_peer(m, seen_at)
@@ -359,13 +366,13 @@ class Store:
         elif prev[0] == "paused" and not paused and not (isinstance(m, Heartbeat) and m.status == "leaving"):
             self._event(seen_at, "resume", m.peer_id)
 
-    def _check_order(self, m: ContributionReport | Heartbeat | OutlierReport) -> Reject | None:
-        """seq increasing per peer (reports and heartbeats: an outlier report may be sent after a later
-        report of its reducer, and its rows are idempotent anyway), the round window, one claim per
-        (peer, round)."""
+    def _check_order(self, m: ContributionReport | Heartbeat | OutlierReport | SpotCheckVerdict) -> Reject | None:
+        """seq increasing per peer (reports and heartbeats: an outlier report or a verdict may be sent
+        after a later message of its sender, and its rows are idempotent anyway), the round window, one
+        claim per (peer, round)."""
         c = self._w
         row = c.execute("SELECT last_seq FROM peers WHERE peer_id = ?", (m.peer_id,)).fetchone()
-        if row is not None and m.seq <= row[0] and not isinstance(m, OutlierReport):
+        if row is not None and m.seq <= row[0] and not isinstance(m, (OutlierReport, SpotCheckVerdict)):
             return Reject("seq_rollback", f"seq {m.seq} is not above {row[0]}, already used by this peer", m.peer_id)
         low, high = self._current - self.round_lag, self._current + self.round_lead
         if not low <= m.round <= high:

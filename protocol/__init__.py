@@ -8,8 +8,9 @@ explicit save/load helpers, no clock):
     codec.py     canonical MessagePack ``pack`` / ``unpack`` with size caps and strict types
     schema.py    ``WireStruct``: dataclasses checked against their annotations, tolerant of new fields
     identity.py  Ed25519 ``Identity`` in libp2p's key-file format; peer id <-> public key; verify
-    messages.py  ``ContributionReport``, ``Heartbeat`` and their parts; reducers' ``OutlierReport``; DHT
-                 ``StateAnnouncement``; what the run key signs: ``Plan``, ``BudgetChange``, ``AttributionCertificate``
+    messages.py  ``ContributionReport``, ``Heartbeat`` and their parts; reducers' ``OutlierReport``;
+                 validators' ``SpotCheckVerdict``; DHT ``StateAnnouncement``; what the run key signs: ``Plan``,
+                 ``BudgetChange``, ``AttributionCertificate``
     manifest.py  ``RunManifest`` and its content hash; ``check_same_run``; manifest files parsed (``parse_manifest_file``)
     envelope.py  ``seal`` (sign), ``open_envelope`` (verify, then decode), ``open_signed_by`` (a pinned signer)
 
@@ -33,7 +34,7 @@ from .identity import Identity, peer_id_from_public_key, public_key_from_peer_id
 from .manifest import DataSpec, Hyperparameters, ModelSpec, RunManifest, check_same_run
 from .messages import (
     AttributionCertificate, BudgetChange, ContributionReport, Credit, GroupClaim, Hardware, Heartbeat, MemberOutlier,
-    OutlierReport, PeerPlan, Plan, StateAnnouncement,
+    OutlierReport, PeerPlan, Plan, SpotCheckVerdict, StateAnnouncement,
 )
 from .version import PROTOCOL_VERSION, SOFTWARE_VERSION, check_compatible, check_software_version, is_older, parse_version
 
@@ -66,6 +67,7 @@ __all__ = [
     "RemoteProtocolError",
     "RunManifest",
     "SignatureError",
+    "SpotCheckVerdict",
     "StateAnnouncement",
     "UnknownMessageKind",
     "check_compatible",

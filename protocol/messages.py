@@ -14,7 +14,8 @@ from .schema import WireStruct
 
 __all__ = [
     "AttributionCertificate", "BudgetChange", "ContributionReport", "Credit", "GroupClaim", "Hardware", "Heartbeat",
-    "MESSAGE_TYPES", "MemberOutlier", "OutlierReport", "PeerPlan", "Plan", "StateAnnouncement",
+    "MESSAGE_TYPES", "MemberOutlier", "OutlierReport", "PeerPlan", "Plan", "SPOT_CHECK_REASONS", "SpotCheckVerdict",
+    "StateAnnouncement",
 ]
 
 
@@ -194,6 +195,44 @@ class OutlierReport(WireStruct):
             raise ValueError("at most 256 outliers per report")
 
 
+SPOT_CHECK_REASONS = ("ok", "harmful", "no_gain", "not_assigned")  # node/spotcheck.py
+
+
+@dataclass(frozen=True)
+class SpotCheckVerdict(WireStruct):
+    """A validator's signed verdict on one peer's claimed work of one round (node/spotcheck.py).
+
+    The validator took the round's global state, recomputed the peer's windows for the round (a
+    function of run, peer and round) and measured how much the peer's update lowers the loss on
+    them (``gain``) and on random windows (``random_gain``). The coordinator accepts verdicts only
+    from the peer ids its operator lists as validators; a failed verdict is a flag against
+    (subject, round), and a quorum of distinct validators takes that round's credit away."""
+
+    KIND = "verdict"
+
+    run_id: str
+    peer_id: str  # the validator (= the signer)
+    seq: int  # shared with the validator's heartbeats
+    sent_at: float
+    round: int  # the checked round (whose global state the update applies to)
+    subject: str  # the checked peer's id
+    passed: bool
+    reason: str  # SPOT_CHECK_REASONS: "ok" | "harmful" | "no_gain" | "not_assigned"
+    tokens: int  # the subject's claimed tokens for the round (its inner steps = tokens / (batch x block))
+    windows: int  # assigned windows the validator evaluated
+    gain: float  # nats per token: loss(global) - loss(global - update) on the assigned windows
+    random_gain: float  # the same on random windows of the train split
+    z: float = 0.0  # (gain - random_gain) / its standard error
+    update_sha256: str = ""  # node.spotcheck.update_digest of the update judged
+    reference_gain: float | None = None  # the gain of the validator's own recompute of the round, if made
+
+    def __post_init__(self) -> None:
+        if self.reason not in SPOT_CHECK_REASONS:
+            raise ValueError(f"reason must be one of {SPOT_CHECK_REASONS}")
+        if self.passed != (self.reason == "ok"):
+            raise ValueError("a verdict passes exactly when its reason is 'ok'")
+
+
 @dataclass(frozen=True)
 class StateAnnouncement(WireStruct):
     """A node's global-state hash after a round, signed, in the DHT (never sent to the coordinator).
@@ -256,4 +295,5 @@ MESSAGE_TYPES: dict[str, type[WireStruct]] = {
     OutlierReport.KIND: OutlierReport,
     StateAnnouncement.KIND: StateAnnouncement,
     AttributionCertificate.KIND: AttributionCertificate,
+    SpotCheckVerdict.KIND: SpotCheckVerdict,
 }

@@ -11,6 +11,7 @@ simulator models a decision the daemon makes, it runs the daemon's own function.
     model_size.py parameter counts and payload bytes from a model's shape, no torch (sim only)
     gate.py      the work gate's rules: schedule hours (across midnight), busy hysteresis, reasons (node only)
     roles.py     reducer or client, from the --role flag and the coordinator's dial-back verdict (node only)
+    spotcheck.py which (peer, round) claims a validator checks: a keyed, unpredictable sample (node only)
 
 Allowed imports: the standard library and ``protocol``.
 """
