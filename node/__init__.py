@@ -12,6 +12,7 @@ Map of this package:
     daemon.py     ``Node``: identity, manifest, swarm, trainer, reporter, signals, status
     swarm.py      hivemind DHT, progress tracker, averager (built here, handed to the trainer), manifest announcements
     averaging.py  the exact-average all-reduce (our runner subclass), wire codecs, byte counters
+    agreement.py  members agree on which reducers failed, so every member applies the same average
     linktimeouts.py  the averager's chunk and all-reduce timeouts, following the measured link and the expected group
     robust.py     robust aggregation of one part (norm clip, CenteredClip, trimmed mean) and outlier stats
     group.py      checks on what group members gathered (tokens, state hash, round): drop the malformed
