@@ -118,7 +118,7 @@ def test_ledger_v7_migrates_from_an_empty_v6(tmp_path):
     path = tmp_path / "l.sqlite3"
     Store(path, migrations=MIGRATIONS[:6]).close()
     store = Store(path)
-    assert store.schema_version == 7
+    assert store.schema_version == len(MIGRATIONS) >= 7
     store.close()
     cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(reports)")]
     assert "state_hash" in cols
