@@ -1,7 +1,8 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 The one home for the write-then-rename pattern (node state, checkpoints, the outbox, status files,
-shard indexes, the coordinator's port file). The new content goes to ``.NAME.tmp`` beside ``path`` (same
+shard indexes, the coordinator's port file). The new content goes to ``.NAME.<pid>-<thread>.tmp`` beside
+``path`` (same
 file system, so ``os.replace`` is atomic; a leading dot keeps it out of ``*.json``-style globs), which
 replaces ``path`` only once it is complete. ``durable=True`` also fsyncs the file and its directory,
 so the write survives a power cut, not just a crash of this process: for what must not be lost (the
@@ -10,6 +11,7 @@ outbox, checkpoints, report sequence numbers); status files skip the cost.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +21,9 @@ __all__ = ["atomic_file", "fsync_dir", "temp_path", "write_atomic"]
 
 
 def temp_path(path: Path) -> Path:
-    """Where ``path``'s next content is written before it replaces ``path``."""
-    return path.with_name("." + path.name + ".tmp")
+    """Where ``path``'s next content is written before it replaces ``path``: one name per process and
+    thread, so two threads rewriting the same file (a node's status.json) never rename each other's."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def fsync_dir(directory: Path) -> None:

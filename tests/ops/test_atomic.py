@@ -1,6 +1,8 @@
 """ops.atomic: the one atomic-write helper (node state, checkpoints, outbox, status, shard index, port file)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from ops.atomic import atomic_file, temp_path, write_atomic
@@ -31,7 +33,12 @@ def test_an_error_mid_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 
 def test_the_temp_file_is_hidden_beside_the_target(tmp_path):
     tmp = temp_path(tmp_path / "000000000001.msgpack")
-    assert tmp.parent == tmp_path and tmp.name == ".000000000001.msgpack.tmp"
+    assert tmp.parent == tmp_path and tmp.name.startswith(".000000000001.msgpack.") and tmp.name.endswith(".tmp")
+    other = []  # another thread writing the same file uses another temp file (a node's status.json)
+    thread = threading.Thread(target=lambda: other.append(temp_path(tmp_path / "000000000001.msgpack")))
+    thread.start()
+    thread.join()
+    assert other and other[0] != tmp and other[0].parent == tmp_path
     assert not list(tmp_path.glob("*.msgpack"))  # a glob for the real files never sees a temp one
 
 
