@@ -9,6 +9,7 @@ Map of this package::
                            and without robust aggregation (`swarm bench attacks`)
     robust_cost.py         cost of robust aggregation per round vs the plain mean, small preset
     spotcheck.py           spot checks: nondeterminism of a check, margins of honest and dishonest updates
+    soak.py                forks under load: the overlap and churn swarm tests again and again beside a CPU hog
     suites/                shaped-link suites on real swarms (`swarm bench SUITE`); its own map
     netns.py               the shaped-link testbed: network namespaces, a bridge, `tc tbf`, byte counters
     swarm_tax.py           communication tax and bytes vs the all-reduce bound of a loopback swarm

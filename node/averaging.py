@@ -38,7 +38,7 @@ from hivemind.utils.streaming import combine_from_streaming
 from hivemind.utils.asyncio import aiter_with_timeout, amap_in_executor, as_aiter, attach_event_on_finished, azip
 
 from node import faults
-from node.agreement import union_of_failed
+from node.agreement import union_of_failed, verdict, wait_s
 from node.codecs import PART_VALUES, Codec, CodecError, check_hivemind, decode_sparse, get_codec
 from node.robust import MemberStats, aggregate
 
@@ -157,6 +157,19 @@ def share_views(container: TensorPartContainer) -> list[list[torch.Tensor]]:
 def missing_parts(container: TensorPartContainer, peer_index: int) -> int:
     """How many of ``peer_index``'s averaged parts have not arrived yet."""
     return container.num_parts_by_peer[peer_index] - container._outputs_registered_by_peer[peer_index]
+
+
+async def _copy_average(tensors: Sequence[torch.Tensor], runner: Any) -> None:
+    async for tensor, averaged in azip(as_aiter(*tensors), runner):
+        tensor.copy_(averaged)  # the average itself, bit-identical on every member
+
+
+def _phase_timeouts(allreduce_s: float | None, chunk_s: float | None) -> tuple[float | None, float | None]:
+    """(our data phase's timeout, hivemind's all-reduce timeout): the latter adds the agreement's
+    wait for the others' records, and a second for its own DHT calls."""
+    if allreduce_s is None:
+        return None, None
+    return allreduce_s, allreduce_s + wait_s(chunk_s) + 1.0
 
 
 def zero_failed_shares(views: list[list[torch.Tensor]], failed: set[int]) -> int:
@@ -350,6 +363,9 @@ class PseudoGradientAverager(DecentralizedAverager):
         # what our reducer saw of each sender, one dict per robust all-reduce, from the averager
         # process to the trainer (which signs it into an OutlierReport)
         self._reducer_stats: Any = mp.get_context("fork").Queue()
+        # hivemind's all-reduce timeout covers our data phase *and* the agreement after it (node/agreement.py)
+        chunk_s = kwargs.get("sender_timeout", kwargs.get("next_chunk_timeout"))
+        self._data_timeout_s, kwargs["allreduce_timeout"] = _phase_timeouts(kwargs.get("allreduce_timeout"), chunk_s)
         super().__init__(buffers, dht, **kwargs)
 
     def drain_reducer_stats(self) -> list[dict[str, MemberStats]]:
@@ -367,7 +383,7 @@ class PseudoGradientAverager(DecentralizedAverager):
 
     async def _set_timeouts(self, chunk_s: float, allreduce_s: float) -> None:
         self.allreduce_kwargs.update(sender_timeout=chunk_s, reducer_timeout=2 * chunk_s)
-        self._allreduce_timeout = allreduce_s
+        self._data_timeout_s, self._allreduce_timeout = _phase_timeouts(allreduce_s, chunk_s)
 
     def load_state_from_peers(self, wait: bool = True, timeout: float | None = None, *,
                               accept: Callable[[Any, list[torch.Tensor]], str | None] | None = None) -> Any:
@@ -418,44 +434,46 @@ class PseudoGradientAverager(DecentralizedAverager):
         metadata, tensors = self._state_provider()
         return metadata, tensors, None
 
-    async def _agree_on_failures(self, runner: ExactAverageRunner, group_info: Any, group_id: bytes, started: float) -> set[int]:
-        """Post the reducers we saw fail and take the union with every other member's (node/agreement.py).
-
-        Waits for every member's record up to ``2 x sender_timeout`` (at least 2 s), and never past the
-        all-reduce's own timeout; a member still unheard from then is logged and left out."""
+    async def _agree_on_failures(self, runner: ExactAverageRunner, group_info: Any, group_id: bytes,
+                                 own: set[int]) -> tuple[set[int], str | None]:
+        """Post the reducers we saw fail (``own``) and read every other member's (node/agreement.py).
+        Returns the union to zero and why the round must be dropped (None: apply it)."""
         members = [peer.to_base58() for peer, mode in zip(group_info.peer_ids, runner.modes) if mode != AveragingMode.AUX]
+        reducers = {i for i, n in enumerate(runner.tensor_part_container.num_parts_by_peer) if n > 0}
         me = self.peer_id.to_base58()
         if len(members) <= 1:
-            return set(runner.failed_reducers)
-        key = f"{self.prefix}.failed_reducers.{group_id.hex()}"
-        try:
-            await self.dht.store(key, subkey=me, value=sorted(runner.failed_reducers),
-                                 expiration_time=get_dht_time() + AGREEMENT_TTL_S, return_future=True)
-        except Exception as e:  # the others then wait for us until their deadline
-            logger.warning("agreement: could not post our failed reducers: %r", e)
-        remaining = (self._allreduce_timeout or math.inf) - (time.monotonic() - started) - 0.5
-        deadline = time.monotonic() + max(0.0, min(max(2.0, 2 * (runner.sender_timeout or 1.0)), remaining))
-        failed, missing, malformed = set(runner.failed_reducers), members, []
+            return own, verdict(own, [], reducers)
+        await self._post_failed(group_id, own)
+        deadline = time.monotonic() + wait_s(runner.sender_timeout)
         while True:
             try:
-                found = await self.dht.get(key, latest=True, return_future=True)
+                found = await self.dht.get(self._agreement_key(group_id), latest=True, return_future=True)
             except Exception as e:
                 logger.warning("agreement: reading the group's failed reducers failed: %r", e)
                 found = None
             records = {str(sub): v.value for sub, v in found.value.items() if isinstance(v, ValueWithExpiration)} \
                 if found is not None and isinstance(found.value, dict) else {}
-            failed, missing, malformed = union_of_failed(runner.failed_reducers, records, members, me)
+            failed, missing, malformed = union_of_failed(own, records, members, me, len(group_info.peer_ids))
             if not missing or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(AGREEMENT_POLL_S)
         for peer in malformed:
             logger.warning("agreement: peer %s posted a malformed record of failed reducers; ignored", peer)
         if missing:
-            logger.warning("agreement: no record from %d member(s) (%s) in time; went on without them",
-                           len(missing), ", ".join(p[-8:] for p in missing))
-        if failed - runner.failed_reducers:
-            logger.info("agreement: zeroing %d share(s) that other members saw fail", len(failed - runner.failed_reducers))
-        return failed
+            logger.warning("agreement: no record from %d member(s) (%s) in time", len(missing), ", ".join(p[-8:] for p in missing))
+        elif failed - own:
+            logger.info("agreement: zeroing %d share(s) that other members saw fail", len(failed - own))
+        return failed, verdict(failed, missing, reducers)
+
+    def _agreement_key(self, group_id: bytes) -> str:
+        return f"{self.prefix}.failed_reducers.{group_id.hex()}"
+
+    async def _post_failed(self, group_id: bytes, failed: set[int]) -> None:
+        try:
+            await self.dht.store(self._agreement_key(group_id), subkey=self.peer_id.to_base58(), value=sorted(failed),
+                                 expiration_time=get_dht_time() + AGREEMENT_TTL_S, return_future=True)
+        except Exception as e:  # the others then wait for us until their deadline, and drop the round
+            logger.warning("agreement: could not post our failed reducers: %r", e)
 
     async def _run_allreduce_inplace_(self, tensors: Sequence[torch.Tensor], group_info: Any, group_id: bytes | None = None, **kwargs: Any) -> None:
         started = time.monotonic()  # the all-reduce's own timeout runs from about here
@@ -478,9 +496,16 @@ class PseudoGradientAverager(DecentralizedAverager):
             async for _ in runner:
                 raise ValueError("aux peers should not receive averaged tensors")
             return
-        async for tensor, averaged in azip(as_aiter(*tensors), runner):
-            tensor.copy_(averaged)  # the average itself, bit-identical on every member
-        failed = await self._agree_on_failures(runner, group_info, group_id, started)
+        timeout = None if self._data_timeout_s is None else max(0.0, self._data_timeout_s - (time.monotonic() - started))
+        try:
+            await asyncio.wait_for(_copy_average(tensors, runner), timeout)
+        except BaseException as e:  # our data phase failed: tell the group to drop the round at once
+            if not isinstance(e, asyncio.CancelledError):
+                await self._post_failed(group_id, set(range(len(group_info.peer_ids))))
+            raise AllreduceException(f"our all-reduce failed: {e!r}") if isinstance(e, asyncio.TimeoutError) else e
+        failed, drop = await self._agree_on_failures(runner, group_info, group_id, set(runner.failed_reducers))
+        if drop is not None:
+            raise AllreduceException(f"the group drops this round: {drop}")
         if failed:
             zeroed = zero_failed_shares(runner.share_views, failed)
             logger.warning("%d reducer(s) failed (%d seen here): %d values of this round's average are zero",

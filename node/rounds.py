@@ -44,6 +44,7 @@ class Launch:
     residuals_before: list[torch.Tensor] | None = None  # error feedback, restored if the round fails
     failed: bool = False
     state_hash: str = ""  # of the global state the pseudo-gradient applies to
+    base_differs: bool = False  # set on landing: our global state was not the group's (we take no outer step)
 
 
 @dataclass
@@ -124,7 +125,8 @@ def land(t: Trainer, launched: Launch, round_: int) -> Averaged:
     group = [(m.peer_id, m.tokens) for m in members]
     reference = reference_hash(members)
     if reference is not None and launched.state_hash != reference:
-        logger.warning("round %d: our global state differs from the group's; will resynchronise", round_)
+        logger.warning("round %d: our global state differs from the group's; no outer step, will resynchronise", round_)
+        launched.base_differs = True
         t.need_resync = True
         t.statesync.forked(t.global_round)
     with averager.get_tensors() as buffers:
@@ -157,7 +159,7 @@ class Blocking:
         if averaged is not None and work.launch.control is not None:
             seconds = time.perf_counter() - t_launch - t.cfg.matchmaking_time_s
             t.timeouts.measured(t.swarm.averager.counters.sent - work.sent0, seconds)
-        t.outer_step(averaged)
+        t.outer_step(averaged, base_differs=work.launch.base_differs)
         if averaged is not None:
             with t.swarm.tracker.pause_updates():
                 t.round = t.swarm.tracker.update_epoch(t.round + 1)
@@ -198,7 +200,7 @@ class Overlap:
             t_wait = time.perf_counter()
             averaged, group = land(t, prev.launch, prev.round)
             work.blocked_s += time.perf_counter() - t_wait  # only what the inner phase did not hide
-            t.outer_step(averaged)
+            t.outer_step(averaged, base_differs=prev.launch.base_differs)
             finished = t.close_round(prev, averaged, group)
         work.mark_bytes(t.swarm.averager.counters)  # after the previous all-reduce landed: only ours counts
         t_launch = time.perf_counter()
@@ -217,7 +219,7 @@ class Overlap:
             return None
         prev, self.in_flight = self.in_flight, None
         averaged, group = land(self.t, prev.launch, prev.round)
-        self.t.outer_step(averaged)
+        self.t.outer_step(averaged, base_differs=prev.launch.base_differs)
         return self.t.close_round(prev, averaged, group)
 
     def drop_pending(self) -> None:

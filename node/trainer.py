@@ -115,9 +115,10 @@ class Trainer:
                 break
         return tokens, samples, compute_s, loss_sum / max(1, steps)
 
-    def outer_step(self, averaged: list[torch.Tensor] | None) -> None:
-        """Nesterov SGD on the global parameters with a landed average (None: the all-reduce failed)."""
-        if averaged is not None:
+    def outer_step(self, averaged: list[torch.Tensor] | None, *, base_differs: bool = False) -> None:
+        """Nesterov SGD on the global parameters with a landed average (None: the all-reduce failed);
+        none if our state was not the group's (that step would be a fork; we download next round)."""
+        if averaged is not None and not base_differs:
             outer_step(self.outer_opt, averaged)
             self.global_round += 1
 

@@ -1,7 +1,7 @@
 """node/agreement.py: the union of failed reducers every member applies, from members' records."""
 from __future__ import annotations
 
-from node.agreement import parse_failed, union_of_failed
+from node.agreement import MIN_WAIT_S, parse_failed, union_of_failed, verdict, wait_s
 
 MEMBERS = ["A", "B", "C", "D"]
 
@@ -28,3 +28,18 @@ def test_parse_failed_bounds():
     assert parse_failed([0, 3], 4) == frozenset({0, 3}) and parse_failed([], 4) == frozenset()
     for bad in (None, {"0": 1}, [True], [-1], [4], [1.0], list(range(5)), [1, 1]):
         assert parse_failed(bad, 4) is None, bad
+
+
+def test_a_member_applies_only_when_it_heard_everyone_and_some_share_survived():
+    reducers = {0, 1, 2}
+    assert verdict({2}, [], reducers) is None  # the union is zeroed and applied
+    assert verdict(set(), ["C"], reducers) == "no record of failed reducers from 1 member(s)"
+    assert verdict({0, 1, 2}, [], reducers) == "every reducer's share failed"
+    # a member whose data phase failed posts every index (clients included): the others drop the round
+    everything, _, _ = union_of_failed(set(), {"B": [0, 1, 2, 3], "C": [], "D": []}, MEMBERS, "A")
+    assert verdict(everything, [], reducers) is not None
+
+
+def test_the_wait_covers_a_reducer_timeout_and_never_drops_below_the_floor():
+    assert wait_s(None) == wait_s(0.5) == MIN_WAIT_S
+    assert wait_s(4.0) == 12.0

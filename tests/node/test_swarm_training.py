@@ -3,9 +3,8 @@
 One scenario, three stages, because each stage needs the swarm the previous one built
 (starting a swarm costs ~15 s of a 2-core CI machine):
   1. three nodes train the tiny model: validation bits/byte falls well below its start on
-     every node, and once all have joined, outer steps leave them with identical global
-     parameters (a rare forked round must be detected and healed by the next one: see
-     ``swarm_helpers.fork_problems``);
+     every node, and from the round after every node's first contribution on, outer steps leave
+     them with identical global parameters in every round (``swarm_helpers.fork_problems``);
   2. a fourth node joins mid-run and holds the swarm's exact global state (the hash a majority of
      the peers hold and announced) before its first contribution;
   3. one node is ``kill -9``-ed (with its p2pd): the others complete later rounds within the
@@ -35,11 +34,10 @@ def test_swarm_trains_syncs_joiner_and_survives_kill(tmp_path):
         for name in names:
             st = sts[name]
             assert st["final_val_bpb"] < 0.75 * st["initial_val_bpb"], f"{name} did not learn: {st['initial_val_bpb']} -> {st['final_val_bpb']}"
-        # node-1 starts alone and the others join while it trains: a round that raced a join can fork
-        # (a node that believed it was alone stepped on its own); the group's state hashes reveal it and
-        # the forked nodes download the reference state (never from a peer that knows it is forked).
-        # From the round after everyone's first contribution on, the replicas must be identical, a
-        # rare fork excepted that the next round heals.
+        # node-1 starts alone and the others join while it trains: a round that raced a join can leave
+        # a node with a state of its own (it believed it was alone and stepped); the group's state hashes
+        # reveal it, it takes no step on it, and downloads the reference state. From the round after
+        # everyone's first contribution on, the replicas must be identical in every round.
         settled = max(sts[n]["first_contribution"] for n in names) + 1
         shared = {r: h for r, h in common_hashes(sts, names).items() if int(r) > settled}
         assert len(shared) >= 2, f"too few rounds completed by all three nodes after they settled: {sorted(shared)}"

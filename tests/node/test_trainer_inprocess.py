@@ -153,8 +153,12 @@ def test_a_forked_node_downloads_the_swarms_state_and_adopts_it(corpus, tmp_path
     other = "ab" * 32  # the state hash both peers hold: the group's majority, not ours
     m = manifest()
     t, swarm = trainer(corpus, tmp_path, m, peers={"peer-a": peer(1, TARGET), "peer-b": peer(2, TARGET)}, peer_hash=other)
-    assert t.run_round(STOP).ok
+    g0, h0 = clone(t.global_params), t.state_hash
+    assert t.run_round(STOP).ok  # our work went into the group's average and counts
     assert t.need_resync and swarm.averager.allow_state_sharing is False  # no joiner downloads our fork
+    # but our state was not the group's: the average applied to it would be a state no one else holds
+    assert equal(t.global_params, g0) and t.global_round == 0 and t.state_hash == h0
+    assert set(t.stats.hash_history.values()) == {h0}
 
     gen = torch.Generator().manual_seed(7)
     theirs = GlobalState(1, [torch.randn(p.shape, generator=gen) for p in t.global_params],
