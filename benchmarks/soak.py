@@ -3,11 +3,12 @@
     python -m benchmarks.soak --repeats 20 --hogs 1 --out bench-out/soak
 
 Each repeat runs ``tests/node/test_overlap.py`` and the two cases of ``tests/node/test_churn.py``
-(a peer killed, a peer frozen, mid-all-reduce) under pytest, with ``--hogs`` busy loops (``yes > /dev/null``) beside them, and keeps each
-run's node directories. From every node's ``status.json`` it then counts *forked rounds*: rounds,
-from the one after every node's first contribution on, that two nodes completed with different
-global states (``hashes``: round -> state hash). The goal is 0 (node/agreement.py). A run's pytest
-verdict is recorded too: a failed test is a finding, not a reason to stop the soak.
+(a peer killed, a peer frozen, mid-all-reduce) under pytest, with ``--hogs`` busy loops
+(``yes > /dev/null``) beside them, and keeps each run's node directories. From every node's
+``status.json`` it then counts *forked rounds*: rounds, from the one after every node's first
+contribution on, that two nodes completed with different global states (``hashes``: round ->
+state hash). The goal is 0 (node/agreement.py). A run's pytest verdict is recorded too: a failed
+test is a finding, not a reason to stop the soak.
 
 Bounded: ``--repeats`` runs of each test, each under pytest's own timeout and ``--run-timeout-s``;
 the hogs are killed when the soak ends, however it ends. Not part of CI (it takes an hour at 20).
