@@ -19,6 +19,7 @@ Map of this package:
     announce.py   signed state-hash announcements in the DHT; the majority hash a joiner accepts
     spotcheck.py  spot checks of claimed work: a peer's windows of a round, the loss gain of its update; pure torch
     validator.py  the validator's side: a claim and the round's global state in, a ``SpotCheckVerdict`` out
+    validating.py ``--role validator``: follows the swarm's state, downloads peers' updates, sends verdicts
     codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k) and error feedback; pure torch
     trainer.py    ``Trainer``: the DiLoCo loop, read top to bottom (``run`` first); model, optimizers, resume
     rounds.py     a round's all-reduce (launch, land) and its schedule: ``Blocking`` or ``Overlap`` (diloco-overlap)

@@ -97,8 +97,12 @@ class StateAnnouncer:
         self.dht.store(self.key, subkey=self.identity.peer_id, value=seal(msg, self.identity),
                        expiration_time=get_dht_time() + TTL_S, return_future=True)
 
-    def majority(self) -> Majority | None:
+    def records(self) -> list[StateAnnouncement]:
+        """Every valid, recent announcement in the DHT (ours included)."""
         found = self.dht.get(self.key, latest=True)
         if found is None or not isinstance(found.value, dict):
-            return None
-        return majority_hash(verify_records(found.value, self.manifest, time.time()), exclude=self.identity.peer_id)
+            return []
+        return verify_records(found.value, self.manifest, time.time())
+
+    def majority(self) -> Majority | None:
+        return majority_hash(self.records(), exclude=self.identity.peer_id)

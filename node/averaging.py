@@ -23,6 +23,7 @@ import multiprocessing as mp
 import queue
 import random
 import time
+import typing
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -30,11 +31,11 @@ import torch
 from hivemind.averaging import DecentralizedAverager
 from hivemind.averaging.allreduce import AllreduceException, AllReduceRunner, AveragingMode
 from hivemind.averaging.partition import BannedException, TensorPartContainer, TensorPartReducer
-from hivemind.compression import CompressionBase, CompressionInfo, deserialize_torch_tensor
+from hivemind.compression import CompressionBase, CompressionInfo, deserialize_torch_tensor, serialize_torch_tensor
 from hivemind.proto import averaging_pb2, runtime_pb2
-from hivemind.p2p import PeerID
+from hivemind.p2p import P2PContext, PeerID
 from hivemind.utils import MPFuture, ValueWithExpiration, get_dht_time
-from hivemind.utils.streaming import combine_from_streaming
+from hivemind.utils.streaming import combine_from_streaming, split_for_streaming
 from hivemind.utils.asyncio import aiter_with_timeout, amap_in_executor, as_aiter, attach_event_on_finished, azip
 
 from node import faults
@@ -157,6 +158,52 @@ def share_views(container: TensorPartContainer) -> list[list[torch.Tensor]]:
 def missing_parts(container: TensorPartContainer, peer_index: int) -> int:
     """How many of ``peer_index``'s averaged parts have not arrived yet."""
     return container.num_parts_by_peer[peer_index] - container._outputs_registered_by_peer[peer_index]
+
+
+async def _receive_tensors(stream: AsyncIterator[Any], chunk_timeout: float,
+                           max_bytes: float = math.inf) -> tuple[bytes | None, list[torch.Tensor]]:
+    """A state or update download: (the serialized metadata of its first message, the tensors).
+    Raises ``ValueError`` past ``max_bytes`` (a peer streaming more than the model holds)."""
+    metadata, parts, tensors, received = None, [], [], 0
+    async for message in aiter_with_timeout(stream, timeout=chunk_timeout):
+        received += message.ByteSize()
+        if received > max_bytes:
+            raise ValueError(f"the peer sent more than {max_bytes:.0f} bytes")
+        if message.metadata:
+            metadata = message.metadata
+        if message.tensor_part.dtype and parts:
+            tensors.append(deserialize_torch_tensor(combine_from_streaming(parts)))
+            parts = []
+        parts.append(message.tensor_part)
+    if parts:
+        tensors.append(deserialize_torch_tensor(combine_from_streaming(parts)))
+    return metadata, tensors
+
+
+class SharedUpdate:
+    """One round's update in shared memory: written by the trainer (host process), read by the
+    averager process when a validator asks (``rpc_download_update``)."""
+
+    def __init__(self, like: Sequence[torch.Tensor]):
+        ctx = mp.get_context("fork")
+        self.tensors = [torch.zeros_like(t).share_memory_() for t in like]
+        self.round, self.tokens = ctx.Value("q", -1, lock=False), ctx.Value("q", 0, lock=False)
+        self.state_hash = ctx.Array("c", 64, lock=False)
+        self.lock = ctx.Lock()
+
+    def put(self, round_: int, tokens: int, state_hash: str, update: Sequence[torch.Tensor]) -> None:
+        with self.lock:
+            for mine, u in zip(self.tensors, update):
+                mine.copy_(u)
+            self.round.value, self.tokens.value = round_, tokens
+            self.state_hash.value = state_hash.encode()[:64]
+
+    def get(self) -> tuple[dict[str, Any], list[torch.Tensor]] | None:
+        with self.lock:
+            if self.round.value < 0:
+                return None
+            meta = {"round": self.round.value, "tokens": self.tokens.value, "state_hash": self.state_hash.value.decode()}
+            return meta, [t.clone() for t in self.tensors]
 
 
 async def _copy_average(tensors: Sequence[torch.Tensor], runner: Any) -> None:
@@ -356,8 +403,11 @@ class PseudoGradientAverager(DecentralizedAverager):
       ``(metadata, tensors)`` of the latest completed round (a snapshot, never live tensors).
     """
 
-    def __init__(self, buffers: Sequence[torch.Tensor], dht: Any, *, state_provider: StateProvider, aggregation: str = "mean", **kwargs: Any):
+    def __init__(self, buffers: Sequence[torch.Tensor], dht: Any, *, state_provider: StateProvider, aggregation: str = "mean",
+                 serve_updates: bool = True, **kwargs: Any):
         self.counters = ByteCounters()
+        # our last round's update (pseudo-gradient), in shared memory for validators (``rpc_download_update``)
+        self._update = SharedUpdate(buffers) if serve_updates else None
         self._state_provider = state_provider
         self.aggregation = aggregation
         # what our reducer saw of each sender, one dict per robust all-reduce, from the averager
@@ -385,6 +435,49 @@ class PseudoGradientAverager(DecentralizedAverager):
         self.allreduce_kwargs.update(sender_timeout=chunk_s, reducer_timeout=2 * chunk_s)
         self._data_timeout_s, self._allreduce_timeout = _phase_timeouts(allreduce_s, chunk_s)
 
+    def publish_update(self, round_: int, tokens: int, state_hash: str, update: Sequence[torch.Tensor]) -> None:
+        """Keep this round's update (what we average, before any codec) for validators to download."""
+        if self._update is not None:
+            self._update.put(round_, tokens, state_hash, update)
+
+    async def rpc_download_update(self, _request: averaging_pb2.DownloadRequest,
+                                  _context: P2PContext) -> typing.AsyncIterator[averaging_pb2.DownloadData]:
+        """Our last round's update, for a validator's spot check: metadata ``{round, tokens, state_hash}``
+        with the first part, then the fp32 tensors, uncompressed (the validator hashes them). (hivemind
+        tells a streaming RPC by a ``typing.AsyncIterator`` return hint, not ``collections.abc``'s.)"""
+        got = self._update.get() if self._update is not None else None
+        if got is None:
+            return
+        meta, tensors = got
+        metadata: bytes | None = self.serializer.dumps(meta)
+        for tensor in tensors:
+            for part in split_for_streaming(serialize_torch_tensor(tensor)):
+                yield averaging_pb2.DownloadData(tensor_part=part, metadata=metadata or b"")
+                metadata = None
+
+    def load_update(self, peer: str, timeout: float) -> tuple[dict[str, Any], list[torch.Tensor]] | None:
+        """A peer's last round's update (``rpc_download_update``), or None if it served none in time."""
+        future = MPFuture()
+        self._outer_pipe.send(("_load_update", [], dict(peer=peer, timeout=timeout, future=future)))
+        return future.result(timeout=timeout + 5.0)
+
+    async def _load_update(self, peer: str, timeout: float, future: Any) -> None:
+        try:
+            stub = self.get_stub(self._p2p, PeerID.from_base58(peer), namespace=self.prefix)
+            stream = await stub.rpc_download_update(averaging_pb2.DownloadRequest())
+            expected = sum(4 * b.numel() for b in self._averaged_tensors)  # fp32, plus framing below
+            metadata, tensors = await asyncio.wait_for(
+                _receive_tensors(stream, self._chunk_timeout(), max_bytes=1.05 * expected + 65536), timeout)
+            future.set_result((self.serializer.loads(metadata), tensors) if metadata else None)
+        except Exception as e:  # a peer that serves no update, died or sent garbage
+            logger.info("update download from %s failed: %r", peer, e)
+        finally:
+            if not future.done():
+                future.set_result(None)
+
+    def _chunk_timeout(self) -> float:
+        return self.next_chunk_timeout if self.next_chunk_timeout is not None else self.request_timeout
+
     def load_state_from_peers(self, wait: bool = True, timeout: float | None = None, *,
                               accept: Callable[[Any, list[torch.Tensor]], str | None] | None = None) -> Any:
         """hivemind's download, but peer after peer until one serves a state that ``accept``
@@ -400,23 +493,15 @@ class PseudoGradientAverager(DecentralizedAverager):
             found, _ = self.dht.get(f"{key_manager.prefix}.all_averagers", latest=True) or ({}, None)
             priority = {PeerID(peer): (float(info.value), random.random()) for peer, info in (found or {}).items()
                         if isinstance(info, ValueWithExpiration) and isinstance(info.value, (float, int))}
-            chunk_timeout = self.next_chunk_timeout if self.next_chunk_timeout is not None else self.request_timeout
+            chunk_timeout = self._chunk_timeout()
             for peer in sorted(priority, key=priority.get, reverse=True):
                 if peer == self.peer_id:
                     continue
                 try:
                     stub = self.get_stub(self._p2p, peer, namespace=self.prefix)
                     stream = await stub.rpc_download_state(averaging_pb2.DownloadRequest())
-                    metadata, parts, tensors = None, [], []
-                    async for message in aiter_with_timeout(stream, timeout=chunk_timeout):
-                        if message.metadata:
-                            metadata = self.serializer.loads(message.metadata)
-                        if message.tensor_part.dtype and parts:
-                            tensors.append(deserialize_torch_tensor(combine_from_streaming(parts)))
-                            parts = []
-                        parts.append(message.tensor_part)
-                    if parts:
-                        tensors.append(deserialize_torch_tensor(combine_from_streaming(parts)))
+                    raw, tensors = await _receive_tensors(stream, chunk_timeout)
+                    metadata = self.serializer.loads(raw) if raw else None
                 except Exception as e:  # a peer that died or sent garbage: try the next one
                     logger.warning("state download from %s failed: %r", peer, e)
                     continue

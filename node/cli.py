@@ -49,8 +49,8 @@ def _flag_options(field: FieldInfo) -> dict[str, Any]:
     kinds = [t for t in get_args(field.annotation) if t is not type(None)] if get_origin(field.annotation) in (Union, UnionType) \
         else [field.annotation]
     (kind,) = kinds
-    if kind is bool:  # a switch: given means True; not given leaves env/file/default alone
-        opts.update(action="store_true", default=None)
+    if kind is bool:  # a switch: given means True (--no-X False where the default is True); not given: env/file/default
+        opts.update(action=argparse.BooleanOptionalAction if default is True else "store_true", default=None)
     elif get_origin(kind) is list:
         opts["nargs"] = "+"
     elif get_origin(kind) is Literal:

@@ -48,8 +48,9 @@ class NodeConfig(BaseSettings):
     nat_port_map: bool = Field(False, description="ask the home router for a port mapping (UPnP/NAT-PMP)")
     new_swarm: bool = Field(False, description="start a new swarm: no initial peers needed")
     bootstrap_wait_s: float = Field(120.0, ge=0, description="with --coordinator and no peers yet: wait this long for one")
-    role: Literal["auto", "reducer", "client"] = Field(
-        "auto", description="auto: reducer if the coordinator could dial us back, else client (sends, reduces nothing)")
+    role: Literal["auto", "reducer", "client", "validator"] = Field(
+        "auto", description="auto: reducer if the coordinator could dial us back, else client (sends, reduces nothing); "
+        "validator: train nothing, spot-check others' updates (the coordinator must list this peer: --validator)")
     reachability_wait_s: float = Field(30.0, ge=0, description="how long to wait for the coordinator's dial-back verdict")
 
     # --- swarm join --check (node/preflight.py) ---------------------------------------------
@@ -115,6 +116,13 @@ class NodeConfig(BaseSettings):
                                          json_schema_extra=NO_FLAG)
     progress_expiration_s: float = Field(10.0, gt=0, description="a silent peer stops counting after this long",
                                          json_schema_extra=NO_FLAG)
+    serve_updates: bool = Field(True, description="keep our last round's update for validators' spot checks "
+                                                  "(one more copy of the model in memory)")
+
+    # --- validator (--role validator; node/validating.py) -----------------------------------
+    spot_check_rate: float = Field(1.0, ge=0, le=1, description="validator: share of (peer, round) claims checked")
+    validator_poll_s: float = Field(2.0, gt=0, description="validator: look for new states and updates this often",
+                                    json_schema_extra=NO_FLAG)
 
     # --- lifecycle -----------------------------------------------------------------------
     status_interval_s: float = Field(30.0, gt=0, description="one-line status this often")
@@ -140,6 +148,11 @@ class NodeConfig(BaseSettings):
     @property
     def key_path(self) -> Path:
         return self.identity_path or self.state_dir / "identity.key"
+
+    @property
+    def bandwidth(self) -> float:
+        """``bandwidth_mbps`` in bytes/s: what the timeouts derive from."""
+        return self.bandwidth_mbps * 1e6 / 8
 
     @classmethod
     def settings_customise_sources(

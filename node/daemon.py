@@ -216,6 +216,7 @@ class Node:
             "gate": self.gate.reasons, "pauses": s.pauses, "paused_s": round(s.paused_s, 1),
             "last_group": s.last_group, "metrics_port": self.metrics_port,
             "plan_seq": self.plan.seq if self.plan else 0, "plan_state": self.plan.state if self.plan else "active",
+            **({"verdicts": dict(t.verdicts)} if hasattr(t, "verdicts") else {}),
         })
 
     def metrics_view(self) -> dict[str, Any]:
@@ -377,7 +378,7 @@ class Node:
             peers = self._bootstrap_peers()
             if self.stop.is_set():  # stopped while waiting for a peer
                 return 0
-            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=self.role == "client"))
+            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=self.role != "reducer"))
             self._beat_now.set()  # tell the coordinator where we listen, so that it dials us back
             self._settle_role(peers)
             if self.stop.is_set():
@@ -389,7 +390,13 @@ class Node:
                 hint = f"swarm join --initial-peers {shlex.quote(maddrs[0])} {self.join_hint}".strip()
                 print(f"To join this swarm, run:\n  {hint}", flush=True)
             announce_manifest(self.swarm.dht, self.manifest)
-            if self.manifest.algorithm == "sync":
+            if self.role == "validator":
+                from node.validating import ValidatorRole
+
+                self.trainer = ValidatorRole(self.manifest, corpus, self.swarm, cfg=self.cfg, identity=self.identity,
+                                             device=self.device, send=self._submit if self.reporter else _unsent,
+                                             next_seq=self.seq.next)
+            elif self.manifest.algorithm == "sync":
                 from node.sync import SyncTrainer
 
                 if self.cfg.schedule or self.cfg.pause_when_busy is not None:
@@ -442,6 +449,10 @@ class Node:
                 self.metrics_server, self.metrics_port = serve_metrics(self.metrics_view, self.cfg.metrics_port, self.cfg.metrics_host)
             except OSError as e:
                 raise ValueError(f"--metrics-port {self.cfg.metrics_port} on {self.cfg.metrics_host}: {e.strerror or e}") from None
+
+
+def _unsent(verdict: Any) -> None:
+    logger.warning("no --coordinator: the verdict on %s round %d is not sent", verdict.subject, verdict.round)
 
 
 def run_node(cfg: NodeConfig) -> int:

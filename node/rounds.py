@@ -80,6 +80,7 @@ def launch(t: Trainer, tokens: int, pseudo: list[torch.Tensor]) -> Launch:
     residuals_before = None
     if (scale := faults.poison_scale()) is not None:  # test seam: a poisoning node (CAPASWARM_FAULT=poison:S)
         pseudo = [g * scale for g in pseudo]
+    t.swarm.averager.publish_update(t.round, tokens, t.state_hash, pseudo)  # for validators' spot checks
     if t.error_feedback is not None:  # send what the codec can carry; keep the rest for next round
         residuals_before = t.error_feedback.state_dict()
         pseudo = t.error_feedback.apply(pseudo)

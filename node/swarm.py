@@ -100,7 +100,7 @@ def make_tracker(dht: hivemind.DHT, manifest: RunManifest, cfg: NodeConfig) -> P
 
 def averager_kwargs(cfg: NodeConfig, payload_bytes: int, max_peers: int = 64) -> dict[str, Any]:
     """Matchmaking and all-reduce timeouts from payload size and the assumed link speed."""
-    bandwidth = cfg.bandwidth_mbps * 1e6 / 8
+    bandwidth = cfg.bandwidth
     # a sender silent for this long is banned; a reducer silent for twice this long fails the round
     chunk = chunk_timeout(bandwidth, floor_s=cfg.chunk_timeout_floor_s)
     return dict(
@@ -111,6 +111,10 @@ def averager_kwargs(cfg: NodeConfig, payload_bytes: int, max_peers: int = 64) ->
         bandwidth=bandwidth,
         declare_state_period=5.0,
     )
+
+
+def _serves_nothing() -> tuple[dict[str, Any], list[torch.Tensor]]:
+    raise RuntimeError("a validator serves no state")
 
 
 def announce_manifest(dht: hivemind.DHT, manifest: RunManifest, ttl: float = 60.0) -> None:
@@ -146,12 +150,11 @@ class SwarmHandles:
         self._tracking: tuple[RunManifest, NodeConfig] | None = None
 
     def start_training(self, manifest: RunManifest, cfg: NodeConfig, shapes: list[torch.Size],
-                       serve_state: Callable[[], tuple[dict[str, Any], list[torch.Tensor]]]) -> dict[str, Any]:
+                       serve_state: Callable[[], tuple[dict[str, Any], list[torch.Tensor]]]) -> None:
         """A DiLoCo run's progress tracker and pseudo-gradient averager (buffers of ``shapes``; it serves
-        ``serve_state()`` to joiners). Returns the averager's settings (``averager_kwargs``)."""
+        ``serve_state()`` to joiners)."""
         self._tracking = manifest, cfg
         self.tracker = make_tracker(self.dht, manifest, cfg)
-        opts = averager_kwargs(cfg, 4 * sum(s.numel() for s in shapes))
         self.averager = PseudoGradientAverager(
             [torch.zeros(s) for s in shapes],
             self.dht,
@@ -159,10 +162,19 @@ class SwarmHandles:
             state_provider=serve_state,
             compression=make_codec(manifest.codec),
             aggregation=manifest.hparams.aggregation,
+            serve_updates=cfg.serve_updates,
             start=True,
-            **opts,
+            **averager_kwargs(cfg, 4 * sum(s.numel() for s in shapes)),
         )
-        return opts
+
+    def start_validating(self, manifest: RunManifest, cfg: NodeConfig, shapes: list[torch.Size]) -> None:
+        """An averager that never averages: it downloads states and updates for a validator, serves
+        nothing, and joins no progress tracking (a validator is not a training peer)."""
+        self.averager = PseudoGradientAverager(
+            [torch.zeros(s) for s in shapes], self.dht, prefix=run_prefix(manifest), state_provider=_serves_nothing,
+            compression=make_codec(manifest.codec), serve_updates=False, allow_state_sharing=False, start=True,
+            **averager_kwargs(cfg, 4 * sum(s.numel() for s in shapes)),
+        )
 
     def restart_tracker(self) -> None:
         """A fresh progress tracker (after ``tracker.shutdown()`` left the swarm's rounds)."""

@@ -5,8 +5,8 @@ One round:
      publishing progress, until the *swarm* has processed the round's token target;
   2. pseudo-gradient = global - local parameters, averaged over the group (weighted by tokens);
   3. outer step: Nesterov SGD on the global parameters; local parameters restart from them.
-Steps 2 and 3 run blocking or overlapped with the next inner phase (``node/rounds.py``). A node
-behind the swarm first downloads the global state and checks it (``node/statesync.py``).
+Steps 2 and 3 run blocking or overlapped with the next inner phase (``node/rounds.py``); a node behind
+the swarm first downloads the global state and checks it (``node/statesync.py``).
 
 The work gate (``node/gate.py``: schedule, busy, ``swarm ctl pause``, standby) is checked between
 inner steps and between rounds. A gated node abandons its partial round, lands an all-reduce still
@@ -116,8 +116,8 @@ class Trainer:
         return tokens, samples, compute_s, loss_sum / max(1, steps)
 
     def outer_step(self, averaged: list[torch.Tensor] | None, *, base_differs: bool = False) -> None:
-        """Nesterov SGD on the global parameters with a landed average (None: the all-reduce failed);
-        none if our state was not the group's (that step would be a fork; we download next round)."""
+        """Nesterov SGD on the global parameters with a landed average (None: the all-reduce failed); none
+        if our state was not the group's (that step would be a fork: we download the group's next round)."""
         if averaged is not None and not base_differs:
             outer_step(self.outer_opt, averaged)
             self.global_round += 1
@@ -215,12 +215,12 @@ class Trainer:
         self._resume()
         self._snapshot = self._make_snapshot()
 
-        opts = swarm.start_training(manifest, cfg, [p.shape for p in self.global_params],
-                                    lambda: self._snapshot.to_wire(manifest.content_hash))
-        self.statesync = StateSync(swarm, manifest, identity, self.payload_bytes, opts["bandwidth"])
+        swarm.start_training(manifest, cfg, [p.shape for p in self.global_params],
+                             lambda: self._snapshot.to_wire(manifest.content_hash))
+        self.statesync = StateSync(swarm, manifest, identity, self.payload_bytes, cfg.bandwidth)
         self.statesync.advertise(self.global_round)
-        self.step_timeout = 3 * opts["min_matchmaking_time"] + 2
-        self.timeouts = LinkTimeouts(swarm.averager, self.payload_bytes, opts["bandwidth"], cfg.chunk_timeout_floor_s)
+        self.step_timeout = 3 * cfg.matchmaking_time_s + 2
+        self.timeouts = LinkTimeouts(swarm.averager, self.payload_bytes, cfg.bandwidth, cfg.chunk_timeout_floor_s)
 
     # ---------------------------------------------------------------- state and checkpoints
     @property
@@ -280,9 +280,8 @@ class Trainer:
         with self.swarm.tracker.pause_updates():
             self.swarm.tracker.update_epoch(self.round)
         self.stats.synced_from_peers = {"round": self.round, "state_hash": self._snapshot.hash}
-        self.need_resync = False
+        self.need_resync, self.statesync.announcing = False, True
         self.statesync.share(True)
-        self.statesync.announcing = True
         self.announce_state()
         logger.info("synchronised with the swarm at round %d (state %s)", self.round, self._snapshot.hash[:12])
         return True

@@ -95,7 +95,7 @@ class Heartbeat(WireStruct):
     # multiaddrs the node listens on as it sees them (p2p suffix optional); the coordinator lists
     # them for bootstrap only after dialing them back, never on this claim alone
     maddrs: list[str] = field(default_factory=list, metadata={"omit_default": True})
-    role: str = field(default="", metadata={"omit_default": True})  # "reducer" | "client"; "" = not said
+    role: str = field(default="", metadata={"omit_default": True})  # "reducer" | "client" | "validator"; "" = not said
     reachability: str = field(default="", metadata={"omit_default": True})  # "public" | "private" | "unknown"
     manifest_hash: str = field(default="", metadata={"omit_default": True})  # appended, as in reports
 

@@ -3,6 +3,8 @@
     reducer  reachable: a DHT server; reduces a share of each all-reduce; serves state to joiners
     client   not reachable (behind NAT): a DHT client; sends its share of each all-reduce and
              receives the average, reduces nothing, serves nothing (hivemind's ``client_mode``)
+    validator  trains nothing: a DHT client that follows the swarm's state and spot-checks the
+             others' updates (``node/validating.py``); only ever by request
 
 Reachability is the coordinator's dial-back verdict on the addresses the node claimed:
 "public" (a dial reached our key), "private" (nothing answered), "unknown" (no coordinator, or no
@@ -16,14 +18,14 @@ from __future__ import annotations
 
 __all__ = ["REACHABILITY", "ROLES", "choose_role"]
 
-ROLES = ("reducer", "client")
+ROLES = ("reducer", "client", "validator")
 REACHABILITY = ("public", "private", "unknown")
 
 
 def choose_role(requested: str, reachability: str) -> str:
-    """``requested`` is "auto", "reducer" or "client" (the ``--role`` flag)."""
+    """``requested`` is "auto", "reducer", "client" or "validator" (the ``--role`` flag)."""
     if requested in ROLES:
         return requested
     if requested != "auto":
-        raise ValueError(f"role must be auto, reducer or client, not {requested!r}")
+        raise ValueError(f"role must be auto, reducer, client or validator, not {requested!r}")
     return "client" if reachability == "private" else "reducer"

@@ -85,6 +85,7 @@ def test_cli_surface_is_frozen():
         "round-tokens", "run-id", "run-key", "state-dir", "status-interval-s", "threads",
         "schedule", "pause-when-busy", "max-gpu-memory-gb", "metrics-port", "metrics-host",
         "bootstrap-wait-s", "role", "reachability-wait-s", "check", "check-steps", "memory-required-gb",
+        "serve-updates", "spot-check-rate",
     ])
     for flag in JOIN_FLAGS:
         assert flag.replace("-", "_") in NodeConfig.model_fields, f"--{flag} has no config field"

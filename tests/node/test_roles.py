@@ -15,5 +15,6 @@ def test_auto_follows_the_verdict_and_unknown_stays_a_reducer():
 def test_the_flag_overrides_the_verdict():
     assert choose_role("client", "public") == "client"
     assert choose_role("reducer", "private") == "reducer"
-    with pytest.raises(ValueError, match="auto, reducer or client"):
+    assert choose_role("validator", "public") == "validator"
+    with pytest.raises(ValueError, match="auto, reducer, client or validator"):
         choose_role("boss", "public")

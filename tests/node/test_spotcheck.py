@@ -170,3 +170,59 @@ def test_sampling_is_keyed_and_near_its_rate():
     assert picks == [is_sampled(b"k1", "peer", r, 0.1) for r in range(2000)]
     assert not any(is_sampled(b"k1", "peer", r, 0.0) for r in range(50))
     assert all(is_sampled(b"k1", "peer", r, 1.0) for r in range(50))
+
+
+class _Averager:
+    """What ``ValidatorRole`` asks of the averager: each peer's last update, as the peer serves it."""
+
+    def __init__(self):
+        self.served: dict[str, object] = {}
+
+    def load_update(self, peer, timeout):
+        return self.served.get(peer)
+
+
+class _Swarm:
+    dht = None
+
+    def __init__(self):
+        self.averager = _Averager()
+
+    def start_validating(self, manifest, cfg, shapes):
+        self.shapes = shapes
+
+
+def test_the_validator_role_judges_each_served_round_once_against_the_state_it_started_from(train, fresh):
+    """node/validating.py in-process: the served update of a round whose starting state the validator
+    holds is judged once, and the signed verdict sent; a zero update (a free rider) fails; updates from
+    a state it does not hold, with malformed metadata or of the wrong shapes are not judged."""
+    from node.config import NodeConfig
+    from node.data import Corpus
+    from node.state import GlobalState
+    from node.validating import ValidatorRole
+    from protocol import Identity, RunManifest
+
+    global_params, delta = fresh
+    manifest = RunManifest(run_id=RUN, model=SPEC, hparams=HP)
+    swarm, sent, me = _Swarm(), [], Identity.from_seed(b"\x07" * 32)
+    role = ValidatorRole(manifest, Corpus(train, train[:1000], 1), swarm, cfg=NodeConfig(), identity=me,
+                         device="cpu", send=sent.append, next_seq=iter(range(100)).__next__)
+    state = GlobalState(3, [g.clone() for g in global_params], [torch.zeros_like(g) for g in global_params])
+    role.states[state.hash] = state
+    honest, rider = "peer-A", "peer-B"
+    swarm.averager.served = {
+        honest: ({"round": 3, "tokens": TOKENS, "state_hash": state.hash}, delta),
+        rider: ({"round": 3, "tokens": TOKENS, "state_hash": state.hash}, [torch.zeros_like(d) for d in delta]),
+        "stranger": ({"round": 3, "tokens": TOKENS, "state_hash": "0" * 64}, delta),  # a state we never held
+        "garbled": ({"round": "3", "tokens": TOKENS, "state_hash": state.hash}, delta),
+        "negative": ({"round": 3, "tokens": -TOKENS, "state_hash": state.hash}, delta),
+        "not-a-map": ([3, TOKENS, state.hash], delta),
+        "misshapen": ({"round": 3, "tokens": TOKENS, "state_hash": state.hash}, [d.flatten() for d in delta]),
+    }
+    for peer in (honest, rider, honest, "stranger", "garbled", "negative", "not-a-map", "misshapen"):  # honest twice
+        role.check_peer(peer)
+    assert [(v.subject, v.round, v.passed, v.reason) for v in sent] == [(honest, 3, True, "ok"), (rider, 3, False, "no_gain")]
+    assert [v.seq for v in sent] == [0, 1] and role.verdicts == {"ok": 1, "no_gain": 1}
+    with pytest.raises(ValueError, match="diloco-overlap"):
+        ValidatorRole(replace(manifest, algorithm="diloco-overlap"), Corpus(train, train[:1000], 1), _Swarm(), cfg=NodeConfig(),
+                      identity=me, device="cpu", send=sent.append, next_seq=lambda: 0)

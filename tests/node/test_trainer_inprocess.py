@@ -82,13 +82,16 @@ STOP = threading.Event()  # never set: each test runs the rounds it asks for
 
 def test_the_outer_step_applies_the_groups_token_weighted_average(corpus, tmp_path):
     t, swarm = trainer(corpus, tmp_path, manifest(), peers={"peer-a": peer(1, 3 * TARGET)})
-    g0 = clone(t.global_params)
+    g0, h0 = clone(t.global_params), t.state_hash
     result = t.run_round(STOP)
 
     ours, averaged = swarm.averager.sent[0], swarm.averager.averaged[0]
     assert result is not None and result.ok and result.round == 0 and result.tokens == TARGET
     assert result.group == [("self", TARGET), ("peer-a", 3 * TARGET)]
     assert not equal(averaged, ours), "the peer's pseudo-gradient must be part of the average"
+    # validators can download what we averaged: round, tokens, the state it started from, the update
+    (r, tokens, started_from, update), = swarm.averager.published
+    assert (r, tokens, started_from) == (0, TARGET, h0) and equal(update, ours)
     assert equal(t.global_params, stepped(g0, averaged))
     assert not equal(t.global_params, stepped(g0, ours))
     # blocking: the next round starts from the new global parameters, in step with the swarm

@@ -81,6 +81,7 @@ class FakeAverager:
         self.averaged: list[list[torch.Tensor]] = []  # what each all-reduce returned
         self.timeouts: list[tuple[float, float]] = []
         self.served: tuple[dict[str, Any], list[torch.Tensor]] | None = None
+        self.published: list[tuple[int, int, str, list[torch.Tensor]]] = []  # updates kept for validators
 
     @contextlib.contextmanager
     def get_tensors(self) -> Iterator[list[torch.Tensor]]:
@@ -111,6 +112,9 @@ class FakeAverager:
     def drain_reducer_stats(self) -> list[Any]:
         return []
 
+    def publish_update(self, round_: int, tokens: int, state_hash: str, update: list[torch.Tensor]) -> None:
+        self.published.append((round_, tokens, state_hash, [u.clone() for u in update]))
+
     def set_timeouts(self, *, chunk_s: float, allreduce_s: float) -> None:
         self.timeouts.append((chunk_s, allreduce_s))
 
@@ -130,11 +134,10 @@ class FakeSwarm:
         self.averager: FakeAverager | None = None
         self.swarm_epoch = 0  # what a fresh look at the DHT would say the swarm's round is
 
-    def start_training(self, manifest: Any, cfg: Any, shapes: list[torch.Size], serve_state: Callable[[], Any]) -> dict[str, Any]:
+    def start_training(self, manifest: Any, cfg: Any, shapes: list[torch.Size], serve_state: Callable[[], Any]) -> None:
         self.serve_state = serve_state
         self.tracker = FakeTracker(self.target, num_peers=1 + len(self.peers))
         self.averager = FakeAverager(shapes, lambda: self.tracker.local_epoch, self.peers, **self.averager_options)
-        return {"bandwidth": 12.5e6, "min_matchmaking_time": cfg.matchmaking_time_s}
 
     def restart_tracker(self) -> None:
         self.tracker = FakeTracker(self.target, num_peers=1 + len(self.peers))
