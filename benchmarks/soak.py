@@ -55,6 +55,8 @@ def _statuses(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Every test's node statuses under a pytest ``--basetemp``: {test dir: {node: status}}."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for path in sorted(run_dir.glob("*/*/status.json")):
+        if path.parent.parent.is_symlink():  # pytest's "<test>current" link to the same directory
+            continue
         try:
             out.setdefault(path.parent.parent.name, {})[path.parent.name] = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

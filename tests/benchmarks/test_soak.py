@@ -20,3 +20,15 @@ def test_nodes_that_never_contributed_and_lone_rounds_are_left_out():
     sts = {"a": _st(0, {1: "x", 2: "y", 3: "z"}), "late": _st(None, {}), "b": _st(0, {2: "y"})}
     assert forked_rounds(sts) == ([], 1)
     assert forked_rounds({"a": _st(0, {1: "x"})}) == ([], 0)
+
+
+def test_pytests_current_link_is_not_counted_twice(tmp_path):
+    import json
+
+    from benchmarks.soak import _statuses
+
+    node = tmp_path / "test_x0" / "node-1"
+    node.mkdir(parents=True)
+    (node / "status.json").write_text(json.dumps(_st(0, {1: "x"})))
+    (tmp_path / "test_xcurrent").symlink_to(tmp_path / "test_x0")
+    assert list(_statuses(tmp_path)) == ["test_x0"]
