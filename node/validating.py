@@ -4,11 +4,10 @@ Its loop, every ``validator_poll_s`` seconds::
 
     follow_state()      the newest global state a majority of peers announced, downloaded and checked
                         as a joiner's (node/statesync.py); the last few are kept, by hash
-    for each announcing peer:
-        load_update()   the update of the peer's last round (``rpc_download_update``): its round, its
-                        claimed tokens, the hash of the global state it started from, the tensors
-        judge it        once per (peer, round), if ``is_sampled`` picks it and we hold its starting
-                        state: ``node.validator.Validator`` -> a signed ``SpotCheckVerdict`` to the
+    fetch_updates()     every announcing peer's last update (``rpc_download_update``: its round, its
+                        claimed tokens, the hash of the global state it started from, the tensors),
+                        kept once per (peer, round) if ``is_sampled`` picks it and we hold its state
+    judge() each        ``node.validator.Validator`` -> a signed ``SpotCheckVerdict`` to the
                         coordinator (which counts it only from validators its operator listed)
 
 What a validator can check, and what not (docs/coordinator.md, *Spot checks*): a peer serves the
@@ -23,10 +22,12 @@ cannot know.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,12 +41,23 @@ from node.statesync import StateSync
 from node.validator import Validator
 from protocol import Identity, RunManifest, SpotCheckVerdict
 
-__all__ = ["KEEP_STATES", "ValidatorRole"]
+__all__ = ["KEEP_STATES", "Claim", "ValidatorRole"]
 
 logger = logging.getLogger(__name__)
 
 KEEP_STATES = 4  # global states held, newest first: an update is judged against the one it started from
 UPDATE_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One peer's update of one round, to judge against the state it started from."""
+
+    peer: str
+    round: int
+    tokens: int
+    state: GlobalState
+    update: list[torch.Tensor]
 
 
 class ValidatorRole:
@@ -73,10 +85,12 @@ class ValidatorRole:
         self.status = "validating"
         while not stop.is_set():
             self.follow_state()
-            for peer in self.peers():
+            # every peer's update first, then the checks: a check takes about a round of compute, and
+            # by its end the others serve later rounds (a loaded CI run only ever checked the first peer)
+            for claim in self.fetch_updates(self.peers()):
                 if stop.is_set():
                     break
-                self.check_peer(peer)
+                self.judge(claim)
             stop.wait(self.cfg.validator_poll_s)
 
     def follow_state(self) -> None:
@@ -102,37 +116,46 @@ class ValidatorRole:
             return []
         return sorted({a.peer_id for a in records if a.peer_id != self.peer_id})
 
-    def check_peer(self, peer: str) -> None:
+    def fetch_updates(self, peers: list[str]) -> list[Claim]:
+        """The updates of ``peers`` (in random order: none is favoured) that are ours to judge."""
+        peers = random.sample(peers, len(peers))
+        return [claim for peer in peers if (claim := self.fetch(peer)) is not None]
+
+    def fetch(self, peer: str) -> Claim | None:
+        """``peer``'s last update, if it is well-formed, not judged yet, sampled, and started from a state we hold."""
         got = self.swarm.averager.load_update(peer, UPDATE_TIMEOUT_S)
         if got is None:
-            return
+            return None
         meta, update = got
         meta = meta if isinstance(meta, dict) else {}
         round_, tokens, started_from = meta.get("round"), meta.get("tokens"), meta.get("state_hash")
         if not (_count(round_) and _count(tokens) and isinstance(started_from, str)):
             logger.warning("peer %s served an update with malformed metadata; ignored", peer)
-            return
-        key = (peer, round_)
-        if key in self.judged or not is_sampled(self.validator.secret, peer, round_, self.cfg.spot_check_rate):
-            return
+            return None
+        if (peer, round_) in self.judged or not is_sampled(self.validator.secret, peer, round_, self.cfg.spot_check_rate):
+            return None
         state = self.states.get(started_from)
         if state is None:  # its round started from a state we never held (we joined later, or it was forked)
-            return
+            return None
         if [u.shape for u in update] != self.shapes or not all(u.dtype == torch.float32 for u in update):
             logger.warning("peer %s served an update of the wrong shapes; ignored", peer)
-            return
-        self.judged.add(key)
+            return None
+        self.judged.add((peer, round_))
+        return Claim(peer, round_, tokens, state, update)
+
+    def judge(self, claim: Claim) -> None:
+        """Check one claim and send the signed verdict."""
         try:
-            result = self.validator.check(state.params, peer, round_, tokens, update)
+            result = self.validator.check(claim.state.params, claim.peer, claim.round, claim.tokens, claim.update)
         except ValueError as e:  # a claim too small to check
-            logger.info("round %d of %s not checked: %s", round_, peer, e)
+            logger.info("round %d of %s not checked: %s", claim.round, claim.peer, e)
             return
         self.verdicts[result.reason] += 1
         log = logger.info if result.passed else logger.warning
-        log("spot check of %s round %d (%d tokens): %s (gain %.4f, random %.4f, reference %s)", peer, round_, tokens,
-            result.reason, result.gain, result.random_gain, result.reference_gain)
-        self.send(self.validator.verdict(self.peer_id, self.next_seq(), time.time(), peer, round_, tokens, result, update))
-
+        log("spot check of %s round %d (%d tokens): %s (gain %.4f, random %.4f, reference %s)", claim.peer, claim.round,
+            claim.tokens, result.reason, result.gain, result.random_gain, result.reference_gain)
+        self.send(self.validator.verdict(self.peer_id, self.next_seq(), time.time(), claim.peer, claim.round, claim.tokens,
+                                         result, claim.update))
 
 def _count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**53
