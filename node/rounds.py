@@ -178,6 +178,10 @@ class Blocking:
     def adopts(self, state: GlobalState) -> bool:
         return True
 
+    def state_round_needed(self) -> int:
+        """The global round a download must bring us to: the swarm's (a landed round moves its epoch)."""
+        return max(self.t.global_round, self.t.swarm.tracker.global_epoch)
+
     def round_after_sync(self) -> int:
         return self.t.round
 
@@ -237,6 +241,12 @@ class Overlap:
             logger.info("downloaded state of round %d is behind the swarm's round %d; not adopted", state.round, epoch)
             return False
         return True
+
+    def state_round_needed(self) -> int:
+        """The global round a download must bring us to: one behind the swarm's epoch (its all-reduce is in
+        flight). Asking for less took the lagging vote's older state, which ``adopts`` then refused, round
+        after round: a node that took no step on a stale state never caught up (seen in a loaded CI run)."""
+        return max(self.t.global_round, self.t.swarm.tracker.global_epoch - 1)
 
     def round_after_sync(self) -> int:
         """The swarm already has the next round's all-reduce in flight: join the round after it."""

@@ -269,7 +269,7 @@ class Trainer:
     def sync_from_peers(self) -> bool:
         """Download the latest global state (``node.statesync``), check it, adopt it. True on success."""
         self.status = "syncing"
-        state = self.statesync.download(self.global_round, [p.shape for p in self.global_params])
+        state = self.statesync.download(self.rounds.state_round_needed(), [p.shape for p in self.global_params])
         if state is None or not self.rounds.adopts(state):
             return False
         self._load_global(state)
