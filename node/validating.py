@@ -33,7 +33,6 @@ from typing import Any
 import torch
 
 from node.data import Corpus
-from node.model import GPT
 from node.policies.spotcheck import is_sampled
 from node.state import GlobalState
 from node.stats import TrainerStats
@@ -70,11 +69,11 @@ class ValidatorRole:
         self.manifest, self.swarm, self.cfg, self.identity = manifest, swarm, cfg, identity
         self.send, self.next_seq = send, next_seq
         self.peer_id = identity.peer_id
-        self.shapes = [p.shape for p in GPT(manifest.model).parameters()]
+        self.validator = Validator(manifest, corpus.train, device=device)
+        self.shapes = [p.shape for p in self.validator.model.parameters()]  # its scratch model is this run's GPT
         swarm.start_validating(manifest, cfg, self.shapes)
         payload = 4 * sum(s.numel() for s in self.shapes)
         self.statesync = StateSync(swarm, manifest, identity, payload, cfg.bandwidth)
-        self.validator = Validator(manifest, corpus.train, device=device)
         self.states: OrderedDict[str, GlobalState] = OrderedDict()  # by hash, newest last
         self.judged: set[tuple[str, int]] = set()
         self.verdicts: Counter[str] = Counter()  # reason -> count, for status.json
