@@ -11,6 +11,7 @@ what its status says it sent.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -44,8 +45,15 @@ def test_a_validator_flags_a_free_rider_and_passes_honest_nodes(tmp_path):
                          "the validator's verdicts: one passed, one failed")
         ids = {n: sts[n]["peer_id"] for n in ("node-1", "node-2", "free-rider")}
         assert sts["validator"]["role"] == "validator" and sts["validator"]["tokens"] == 0
-        rows = {p["peer_id"]: p for p in _state(url)["peers"]}
-        rider = rows[ids["free-rider"]]
+        # the verdict travels through the validator's outbox, and the rider's claim through its own: the
+        # ledger shows both a moment after the validator counted its verdict (bounded wait, then the asserts)
+        deadline = time.monotonic() + 30
+        while True:
+            rows = {p["peer_id"]: p for p in _state(url)["peers"]}
+            rider = rows.get(ids["free-rider"], {"flags": {}, "unconfirmed_tokens": 0})
+            if (rider["flags"].get("spot_check") and rider["unconfirmed_tokens"] > 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert rider["flags"].get("spot_check", 0) >= 1, f"the free rider was not flagged: {rider}"
         assert rider["unconfirmed_tokens"] > 0, "a flagged round must lose its credit"
         for n in ("node-1", "node-2"):
