@@ -110,7 +110,7 @@ class Hub:
         )
         made = None
         if self.planning is not None:
-            made = self.planning.maybe_plan(snapshot, peer_rows, now)
+            made = self.planning.maybe_plan(snapshot, peer_rows, now, self.store.link_rates)
             add_plan(snapshot, self.planning, self.store.plans(self.config.loss_points), made)
         body = json.dumps(snapshot, separators=(",", ":"), allow_nan=False).encode()
         return snapshot, body, time.perf_counter() - started, made

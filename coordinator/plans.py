@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from protocol import BudgetChange, Hardware, Identity, PeerPlan, Plan, RemoteProtocolError, open_signed_by, seal
@@ -48,11 +48,19 @@ class BudgetRejected(Exception):
         self.status = status
 
 
+MEASURED_AFTER_REPORTS = 3
+"""Before this many reports a peer is planned as a newcomer: as fast as the measured peers, a link that
+costs nothing, fully confirmed. Its first round is a joiner's (it includes the state download and
+starts mid-round), and a plan made on that one round put a node on standby for good, since a peer on
+standby sends no reports that could correct it. After it, the link is a median of recent rounds
+(``Store.link_rates``), so that first round never sets it."""
+
+
 def confirmed_share(row: Mapping[str, Any]) -> float:
     """Share of a peer's tokens that others confirmed: the one accessor the planner reads confirmation
-    through, so a stricter trust rule (issue "Trust") changes one line. Before three reports the
-    cross-check has had no chance to catch up: 1."""
-    if row["reports"] < 3 or row["tokens"] <= 0:
+    through, so a stricter trust rule (issue "Trust") changes one line. Before
+    ``MEASURED_AFTER_REPORTS`` reports the cross-check has had no chance to catch up: 1."""
+    if row["reports"] < MEASURED_AFTER_REPORTS or row["tokens"] <= 0:
         return 1.0
     return min(1.0, float(row["confirmed_tokens"]) / float(row["tokens"]))
 
@@ -66,13 +74,18 @@ def uptime(row: Mapping[str, Any]) -> float:
     return min(1.0, max(0.0, float(row.get("online_s", span)) / span))
 
 
+def _measured(row: Mapping[str, Any]) -> bool:
+    return bool(row["reports"] >= MEASURED_AFTER_REPORTS and row["compute_s"] > 0 and row["tokens"] > 0)
+
+
 def figures_from_rows(
-    peers: Sequence[Mapping[str, Any]], prices: PriceTable, previous: Mapping[str, str]
+    peers: Sequence[Mapping[str, Any]], prices: PriceTable, previous: Mapping[str, str], links: Mapping[str, float]
 ) -> tuple[list[PeerFigures], float]:
     """Planner inputs for every peer that can train now (``peers``: ledger rows of the peers that
-    are online, joining or on standby), and the payload bytes per all-reduce the measured traffic implies."""
+    are online, joining or on standby; ``links``: ``Store.link_rates`` of them), and the payload bytes
+    per all-reduce the measured traffic implies."""
     figures: list[PeerFigures] = []
-    rates = [row["tokens"] / row["compute_s"] for row in peers if row["compute_s"] > 0 and row["tokens"] > 0]
+    rates = [row["tokens"] / row["compute_s"] for row in peers if _measured(row)]
     default_rate = statistics.fmean(rates) if rates else 1.0  # a newcomer is as fast as the others until measured
     n = max(1, len(peers))
     payloads = [row["bytes_sent"] / row["reports"] / max(allreduce_bytes_per_peer(1.0, n), 1e-9)
@@ -81,11 +94,10 @@ def figures_from_rows(
         hardware = Hardware(device=row["device"], count=row["device_count"], memory_gb=row["memory_gb"])
         price = hourly_price(hardware, row["declared_price"], prices)
         reports = row["reports"]
-        measured = row["compute_s"] > 0 and row["tokens"] > 0
-        link = row["bytes_sent"] / row["blocked_s"] if row["blocked_s"] > 0 and row["bytes_sent"] > 0 else None
+        link = links.get(row["peer_id"]) if _measured(row) else None  # None: its all-reduce costs nothing
         figures.append(PeerFigures(
             peer_id=row["peer_id"],
-            tokens_per_s=row["tokens"] / row["compute_s"] if measured else default_rate,
+            tokens_per_s=row["tokens"] / row["compute_s"] if _measured(row) else default_rate,
             price_usd_per_hour=price.usd_per_hour,
             paid=price.source == "declared",
             reliability=((reports - row["failed_rounds"]) / reports if reports else 1.0) * confirmed_share(row),
@@ -189,10 +201,12 @@ class Planning:
         return round_ - self.plan.round >= self.config.plan_every_rounds or now - self.plan.made_at >= self.config.plan_interval_s
 
     def maybe_plan(
-        self, snapshot: Mapping[str, Any], ledger_rows: Sequence[Mapping[str, Any]], now: float
+        self, snapshot: Mapping[str, Any], ledger_rows: Sequence[Mapping[str, Any]], now: float,
+        link_rates: Callable[[Iterable[str]], Mapping[str, float]],
     ) -> tuple[Plan, bytes, list[tuple[str, str, str]]] | None:
-        """A new signed plan when one is due, else None. ``snapshot``: the one just built. Also returns
-        (peer, new state, why) for every peer whose state the plan changed (absent from a plan = active)."""
+        """A new signed plan when one is due, else None. ``snapshot``: the one just built; ``link_rates``:
+        ``Store.link_rates``, asked only when a plan is due. Also returns (peer, new state, why) for every
+        peer whose state the plan changed (absent from a plan = active)."""
         live = []  # every peer that can train now (the snapshot lists only the first ``peers_listed``)
         for row in ledger_rows:
             state = peer_state(last_seen=row["last_seen"], last_status=row["last_status"], reports=row["reports"], now=now,
@@ -204,7 +218,7 @@ class Planning:
         if not self.due(peer_ids, round_, now):
             return None
         previous = {p.peer_id: p.state for p in self.plan.peers} if self.plan else {}
-        figures, payload = figures_from_rows(live, self.config.prices, previous)
+        figures, payload = figures_from_rows(live, self.config.prices, previous, link_rates(peer_ids))
         settings = PlanSettings(round_tokens=self.config.manifest.round_tokens, payload_bytes=payload,
                                 overhead_s=self.config.plan_overhead_s, hysteresis=self.config.plan_hysteresis,
                                 max_markup=self.config.max_price_markup)

@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -637,6 +638,20 @@ class Store:
 
     def peers(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self._r.execute("SELECT * FROM peers")]
+
+    def link_rates(self, peer_ids: Iterable[str], window: int = 8) -> dict[str, float]:
+        """Each peer's link speed for the planner: the median, over its latest ``window`` reports that
+        moved bytes, of bytes sent per second of network wait. A median of recent rounds, not the
+        lifetime sums: a joining round (state download, matchmaking) or a resync must not set a peer's
+        speed for good. Peers with no such report are left out. One indexed query per peer."""
+        rates: dict[str, float] = {}
+        for peer_id in peer_ids:
+            rows = self._r.execute(
+                "SELECT bytes_sent, blocked_s FROM reports WHERE peer_id = ? AND bytes_sent > 0 AND blocked_s > 0 "
+                "ORDER BY seq DESC LIMIT ?", (peer_id, window)).fetchall()
+            if rows:
+                rates[peer_id] = statistics.median(sent / blocked for sent, blocked in rows)
+        return rates
 
     def rounds(self, limit: int, up_to: int | None = None) -> list[dict[str, Any]]:
         """The latest ``limit`` rounds (none past ``up_to``), oldest first."""

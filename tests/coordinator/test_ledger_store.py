@@ -284,3 +284,18 @@ def test_a_migrated_ledger_counts_its_peers_as_always_online(tmp_path):
     (row,) = store.peers()
     assert row["online_s"] == pytest.approx(500.0) and uptime(row) == 1.0
     store.close()
+
+
+def test_link_rates_are_the_median_of_recent_rounds_so_a_joining_round_does_not_set_them(tmp_path):
+    store = Store(tmp_path / "l.sqlite3")
+    joiner, quiet = identity(1).peer_id, identity(2).peer_id
+    # a joining round (state download and matchmaking in its wait: 0.3 MB/s), then rounds at 0.5 MB/s
+    waits = [7.0, 3.0, 3.0, 3.0]
+    store.apply([_incoming(1, _report(1, seq, wall_s=10.0, bytes_sent=1_500_000, blocked_s=wait))
+                 for seq, wait in enumerate(waits)])
+    store.apply([_incoming(2, _report(2, 0, bytes_sent=0, blocked_s=0.5))])  # moved nothing: no figure
+    assert store.link_rates([joiner, quiet]) == {joiner: 500_000.0}
+    assert store.link_rates([joiner], window=1) == {joiner: 500_000.0}
+    store.apply([_incoming(1, _report(1, seq, wall_s=10.0, bytes_sent=1_500_000, blocked_s=1.5)) for seq in (4, 5, 6)])
+    assert store.link_rates([joiner], window=3) == {joiner: 1_000_000.0}  # the link got faster: recent rounds tell
+    store.close()
