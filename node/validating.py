@@ -156,5 +156,6 @@ class ValidatorRole:
         self.send(self.validator.verdict(self.peer_id, self.next_seq(), time.time(), claim.peer, claim.round, claim.tokens,
                                          result, claim.update))
 
+
 def _count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**53
