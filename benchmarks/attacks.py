@@ -13,8 +13,8 @@ them attack every round, from the first:
 
 Attackers claim the same token weight as honest replicas. Each run uses one aggregation rule (the
 manifest's ``hparams.aggregation``): ``mean`` (no defence) or ``centered_clip`` / ``trimmed_mean``
-(``node.robust``, inside each reducer). With a robust rule every honest reducer reports its
-outliers every round (``node.robust.outliers``, as a node signs an ``OutlierReport``), and the
+(``node.averaging.robust``, inside each reducer). With a robust rule every honest reducer reports its
+outliers every round (``node.averaging.robust.outliers``, as a node signs an ``OutlierReport``), and the
 coordinator's own rule (``coordinator.outliers.flags``: >= 2 distinct reducers in each of 3 rounds)
 says who is flagged; attacking reducers report nothing. The figures: final validation bits per byte of
 the global model vs the clean run, rounds until each attacker is flagged, honest peers flagged.
@@ -38,11 +38,12 @@ import torch
 from benchmarks.quality import MODELS, QualityConfig, _evaluate, _samplers, all_reduce, deterministic
 from benchmarks.suites.charts import line_chart
 from coordinator.outliers import flags
-from node.averaging import make_codec
-from node.data import Corpus, load_corpus
-from node.diloco import inner_optimizer, inner_step, outer_optimizer, outer_step, pseudo_gradient, warmup_lr
-from node.model import GPT
-from node.robust import outliers
+from node.averaging.wire import make_codec
+from node.data.corpus import Corpus
+from node.data.load import load_corpus
+from node.train.diloco import inner_optimizer, inner_step, outer_optimizer, outer_step, pseudo_gradient, warmup_lr
+from node.model.gpt import GPT
+from node.averaging.robust import outliers
 from protocol import Hyperparameters
 
 __all__ = ["ATTACKS", "attack_pseudo", "build_parser", "main", "run_attack"]

@@ -30,7 +30,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from node.launcher import start_coordinator  # noqa: E402
+from node.cli.launcher import start_coordinator  # noqa: E402
 from protocol import ContributionReport, GroupClaim, Hardware, Identity, seal  # noqa: E402
 
 RUN_ID = "bench"

@@ -80,7 +80,9 @@ def run_prepare(corpus: Path, out: Path, vocab: str) -> dict:
 def train_batches(out: Path, n: int = 1000) -> dict:
     import torch
 
-    from node.data import ByteSampler, load_corpus
+    from node.data.load import load_corpus
+
+    from node.data.sampler import ByteSampler
 
     t0 = time.perf_counter()
     corpus = load_corpus(out)

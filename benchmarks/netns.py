@@ -56,7 +56,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.lifeline import die_with_parent, unwind_on_signals
+from node.host.lifeline import die_with_parent, unwind_on_signals
 
 __all__ = ["PREFIX", "SUBNET", "LoopbackBed", "Testbed", "Topology", "clean", "measure_goodput", "require_root", "tbf_args"]
 

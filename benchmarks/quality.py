@@ -3,13 +3,13 @@
     python -m benchmarks.quality --out bench-out/quality          # or: swarm bench quality --out ...
 
 k replicas of the real ``GPT`` train in one process, with no network and no clock, so a seed fixes
-every number. Each round, as ``node.trainer.Trainer`` does it:
+every number. Each round, as ``node.train.trainer.Trainer`` does it:
 
 1. every replica takes H inner AdamW steps (warmup by its own step count, gradient clipping) on
    its own ``ByteSampler`` stream;
 2. pseudo-gradient = global - local; with an error-feedback codec it first goes through
    ``ErrorFeedback.apply`` (the node's residuals, carried across rounds);
-3. the butterfly all-reduce of ``node.averaging``, minus the sockets: hivemind's own
+3. the butterfly all-reduce of ``node.averaging.runner``, minus the sockets: hivemind's own
    ``TensorPartContainer`` cuts every vector into the parts each reducer owns; reducer j averages
    its parts weighted by tokens, taking remote senders' parts through the uplink
    (``WireCodec.compress`` then ``extract``) and its own part raw, as hivemind does; then the
@@ -17,7 +17,7 @@ every number. Each round, as ``node.trainer.Trainer`` does it:
    exactly that;
 4. the outer step: torch SGD with Nesterov momentum on an fp32 copy of the global parameters;
    replicas restart from it.
-Steps 1, 2 and 4 are ``node.diloco``'s functions, the very ones the trainer calls. Validation bits
+Steps 1, 2 and 4 are ``node.train.diloco``'s functions, the very ones the trainer calls. Validation bits
 per byte of the global model after every round.
 
 References at the same token budget: "DiLoCo none" (no compression), and the data-parallel
@@ -50,12 +50,14 @@ import numpy as np
 import torch
 
 from benchmarks.suites.charts import line_chart
-from node.averaging import WireCodec, make_codec
-from node.codecs import CODECS, ErrorFeedback, quantize_roundtrip
-from node.data import ByteSampler, Corpus, evaluate_bpb, load_corpus
-from node.diloco import inner_optimizer, inner_step, outer_optimizer, outer_step, pseudo_gradient, warmup_lr
-from node.model import GPT, PRESETS
-from node.robust import MemberStats, aggregate
+from node.averaging.wire import WireCodec, make_codec
+from node.averaging.codecs import CODECS, ErrorFeedback, quantize_roundtrip
+from node.data.corpus import Corpus
+from node.data.load import load_corpus
+from node.data.sampler import ByteSampler, evaluate_bpb
+from node.train.diloco import inner_optimizer, inner_step, outer_optimizer, outer_step, pseudo_gradient, warmup_lr
+from node.model.gpt import GPT, PRESETS
+from node.averaging.robust import MemberStats, aggregate
 from protocol import Hyperparameters, ModelSpec
 
 __all__ = [
@@ -65,7 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# node.model's presets, plus one small enough to run every codec for 2,000 steps per replica on two CPU cores
+# node.model.gpt's presets, plus one small enough to run every codec for 2,000 steps per replica on two CPU cores
 MODELS: dict[str, ModelSpec] = {**PRESETS, "micro": ModelSpec("micro", n_layer=2, n_head=2, n_embd=64, block_size=64)}
 
 
@@ -150,10 +152,10 @@ def _payload(wire: WireCodec, msg: Any) -> int:
 
 @torch.no_grad()
 def all_reduce(wire: WireCodec, inputs: list[list[torch.Tensor]], weights: list[float], aggregation: str = "mean") -> Exchange:
-    """The exact-average butterfly of ``node.averaging.ExactAverageRunner`` between in-process members.
+    """The exact-average butterfly of ``node.averaging.runner.ExactAverageRunner`` between in-process members.
 
     With a robust ``aggregation`` each reducer combines the parts it received with
-    ``node.robust.aggregate`` (as ``RobustPartReducer`` does), and ``Exchange.stats[j]`` holds what
+    ``node.averaging.robust.aggregate`` (as ``RobustPartReducer`` does), and ``Exchange.stats[j]`` holds what
     reducer j saw of each sender."""
     from hivemind.averaging.partition import TensorPartContainer
     from hivemind.compression import CompressionInfo

@@ -5,7 +5,7 @@
 In a group of G, each reducer holds every member's copy of its share (1/G of the payload) and
 aggregates them part by part (``PART_VALUES`` values each) when the last copy has arrived; the plain
 mean (hivemind's running weighted sum) does the same additions as they arrive. So the extra work of a
-robust rule per round is, on every reducer at once, ``node.robust.aggregate`` over G x P/G values
+robust rule per round is, on every reducer at once, ``node.averaging.robust.aggregate`` over G x P/G values
 minus the weighted sum over the same values. Both are timed here on this machine's CPU, one torch
 thread (the node's default), on random parts, median of ``--repeats``.
 
@@ -27,10 +27,10 @@ from typing import Any
 import torch
 
 from benchmarks.quality import MODELS
-from node.codecs import PART_VALUES
-from node.diloco import inner_optimizer, inner_step, warmup_lr
-from node.model import GPT
-from node.robust import aggregate
+from node.averaging.codecs import PART_VALUES
+from node.train.diloco import inner_optimizer, inner_step, warmup_lr
+from node.model.gpt import GPT
+from node.averaging.robust import aggregate
 from protocol import Hyperparameters, RunManifest
 
 __all__ = ["build_parser", "main", "time_reducer"]

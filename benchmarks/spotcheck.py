@@ -1,4 +1,4 @@
-"""Spot checks (node/spotcheck.py): how much a check's figures move by themselves, and how far
+"""Spot checks (node/trust/spotcheck.py): how much a check's figures move by themselves, and how far
 honest and dishonest updates land from the tolerances.
 
     python -m benchmarks.spotcheck --out bench-out/spotcheck
@@ -29,10 +29,11 @@ from typing import Any
 import torch
 
 from benchmarks.quality import MODELS
-from node.data import ByteSampler, load_corpus
-from node.diloco import inner_optimizer, inner_step, pseudo_gradient
-from node.model import GPT
-from node.spotcheck import Tolerance, assigned_batches, check_update, random_batches, recompute_update, window_losses
+from node.data.load import load_corpus
+from node.data.sampler import ByteSampler
+from node.train.diloco import inner_optimizer, inner_step, pseudo_gradient
+from node.model.gpt import GPT
+from node.trust.spotcheck import Tolerance, assigned_batches, check_update, random_batches, recompute_update, window_losses
 from protocol import Hyperparameters
 
 __all__ = ["build_parser", "honest_round", "main"]
@@ -42,7 +43,7 @@ RUN = "bench-spot"
 
 def honest_round(model: GPT, opt: torch.optim.Optimizer, train: Any, peer: str, round_: int, steps: int,
                  hp: Hyperparameters, block: int, run: str = RUN) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """``peer``'s inner phase of ``round_`` as node.trainer runs it (its own windows, ``steps`` AdamW
+    """``peer``'s inner phase of ``round_`` as node.train.trainer runs it (its own windows, ``steps`` AdamW
     steps at the inner learning rate): (global parameters, update = global - local); the model's
     parameters are put back to global."""
     start = [p.detach().clone() for p in model.parameters()]

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.config import NodeConfig  # noqa: E402
-from node.launcher import SwarmLauncher, loopback_round_tokens  # noqa: E402
-from node.manifests import manifest_from_flags  # noqa: E402
+from node.host.config import NodeConfig  # noqa: E402
+from node.cli.launcher import SwarmLauncher, loopback_round_tokens  # noqa: E402
+from node.uplink.manifests import manifest_from_flags  # noqa: E402
 
 BYTES_PER_PARAM = {"none": 4.0, "fp16": 2.0, "int8": 1.0 + 1032 / 524288}  # hivemind's codecs (int8: codebook per part)
 

@@ -5,7 +5,7 @@ Precedence: command-line flag > environment ``SWARM_COORDINATOR_<FLAG>`` (e.g.
 manifest / price-table files > defaults. The flags that set one config field are generated from
 it (``FIELD_FLAGS``: help, type and default from ``CoordinatorConfig``); config fields without a
 flag still read ``SWARM_COORDINATOR_<FIELD>`` (pydantic-settings).
-``node/cli.py`` delegates ``swarm coordinator ...`` here; ``python -m coordinator`` works too.
+``node/cli/main.py`` delegates ``swarm coordinator ...`` here; ``python -m coordinator`` works too.
 
 ``swarm coordinator budget --db LEDGER [--url URL] --cap-per-hour X`` changes the budget of a running
 coordinator: it signs a ``BudgetChange`` with the run key beside the ledger (only whoever holds that

@@ -1,6 +1,6 @@
 """The coordinator's configuration: one typed tree, units in the names, defaults in one place.
 
-A pydantic-settings class, as the node's (node/config.py): keyword arguments (what the CLI was
+A pydantic-settings class, as the node's (node/host/config.py): keyword arguments (what the CLI was
 given; tests build it directly) > environment ``SWARM_COORDINATOR_<FIELD>`` (e.g.
 ``SWARM_COORDINATOR_TARGET_TOKENS=2e9``, ``SWARM_COORDINATOR_MANIFEST=/etc/capaswarm/run.toml``)
 > the defaults below. The CLI (``cli.py``) is a thin layer that fills it in; its flags take their
@@ -52,7 +52,7 @@ class CoordinatorConfig(BaseSettings):
 
     # bootstrap (peerbook.py): heartbeat addresses, confirmed by a dial-back, served at /api/v1/peers
     dialback: bool = Field(default=True, description="dial nodes back (without it no bootstrap peers are listed)")
-    dialback_command: tuple[str, ...] = Field(default=(sys.executable, "-m", "node.dialback"),
+    dialback_command: tuple[str, ...] = Field(default=(sys.executable, "-m", "node.net.dialback"),
         description="a separate process: see peerbook.py")
     dialback_timeout_s: float = Field(default=5.0, description="per address dialed")
     dialback_concurrency: int = Field(default=2, description="probes at once")

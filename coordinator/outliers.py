@@ -14,7 +14,7 @@ flag beside its state.
 
 What this does not stop: reducers that are all one attacker's keys can flag an honest peer (it
 needs two of them in that peer's group); and a group where the attacker is half or more of the
-members cannot tell liar from honest (``node.robust`` flags nobody below three members).
+members cannot tell liar from honest (``node.averaging.robust`` flags nobody below three members).
 """
 from __future__ import annotations
 

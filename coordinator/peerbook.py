@@ -1,7 +1,7 @@
 """Bootstrap addresses: what nodes claim in their signed heartbeats, confirmed by a dial-back.
 
 A node puts the multiaddrs it listens on into its heartbeats. The coordinator never lists a
-claim as such: it dials the address back with a real libp2p handshake (``node/dialback.py``,
+claim as such: it dials the address back with a real libp2p handshake (``node/net/dialback.py``,
 run as a separate short-lived process with a timeout: the coordinator may not import libp2p),
 and only addresses that reached the claiming peer's key go into ``GET /api/v1/peers``. The
 verdict ("public": dialable, "private": no claimed address answered) also goes back to the

@@ -19,9 +19,9 @@ from .version import PROTOCOL_VERSION, parse_version
 
 __all__ = ["DataSpec", "Hyperparameters", "ModelSpec", "ROUND_TOKENS", "RunManifest", "check_same_run", "parse_manifest_file"]
 
-CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef")  # node/codecs.py
+CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef")  # node/averaging/codecs.py
 ALGORITHMS = ("diloco", "diloco-overlap", "sync")
-AGGREGATIONS = ("mean", "centered_clip", "trimmed_mean")  # node/robust.py
+AGGREGATIONS = ("mean", "centered_clip", "trimmed_mean")  # node/averaging/robust.py
 
 DATA_SOURCES = ("stdlib", "files")
 
@@ -36,7 +36,7 @@ def _is_sha256(value: str, *, allow_empty: bool) -> bool:
 
 @dataclass(frozen=True)
 class ModelSpec(WireStruct):
-    preset: str = "tiny"  # node.model.PRESETS names the shapes; the numbers below are what counts
+    preset: str = "tiny"  # node.model.gpt.PRESETS names the shapes; the numbers below are what counts
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -49,7 +49,7 @@ class DataSpec(WireStruct):
     source: str = "stdlib"  # "stdlib": the interpreter's own Lib/*.py; "files": each node's --data (required)
     val_fraction: float = 0.05  # share of files (by hash of path) held out for validation
     # appended after v1 (written only when set, so older manifests keep their hash):
-    # the corpus every node must train on: node.data's content hash of --data (a prepared shard
+    # the corpus every node must train on: node.data.corpus's content hash of --data (a prepared shard
     # folder's index, or the text files read); "" = not pinned
     sha256: str = field(default="", metadata={"omit_default": True})
     # the vocabulary: sha256 of its tokenizer.json ("" = bytes); shards and exports carry the file
@@ -75,7 +75,7 @@ class Hyperparameters(WireStruct):
     target_batch: int = 256  # sync algorithm only: samples per global step
     # appended (omit-default: manifests that keep "mean" keep their hash): how each reducer of the
     # all-reduce combines the members' parts; "centered_clip" / "trimmed_mean" bound what one
-    # hostile member can do and report outliers (node/robust.py)
+    # hostile member can do and report outliers (node/averaging/robust.py)
     aggregation: str = field(default="mean", metadata={"omit_default": True})
 
 

@@ -66,7 +66,7 @@ class ContributionReport(WireStruct):
     # appended after v1 (written only when set): sha256 hex of the run manifest this node trains
     # (``RunManifest.content_hash``); the coordinator refuses a report for another manifest.
     manifest_hash: str = field(default="", metadata={"omit_default": True})
-    # appended after v1 (written only when set): node.state.state_hash of the global state after this
+    # appended after v1 (written only when set): node.model.state.state_hash of the global state after this
     # round's outer step (ok rounds); what attribution certificates name a checkpoint by
     state_hash: str = field(default="", metadata={"omit_default": True})
 
@@ -174,7 +174,7 @@ class MemberOutlier(WireStruct):
 
 @dataclass(frozen=True)
 class OutlierReport(WireStruct):
-    """Sent by a reducer after a robust all-reduce in which it found outliers (node/robust.py).
+    """Sent by a reducer after a robust all-reduce in which it found outliers (node/averaging/robust.py).
 
     The coordinator flags a member that at least two distinct reducers report in each of three
     rounds (one reducer alone could be lying about an honest member; one round can be honest noise)."""
@@ -195,12 +195,12 @@ class OutlierReport(WireStruct):
             raise ValueError("at most 256 outliers per report")
 
 
-SPOT_CHECK_REASONS = ("ok", "harmful", "no_gain", "not_assigned")  # node/spotcheck.py
+SPOT_CHECK_REASONS = ("ok", "harmful", "no_gain", "not_assigned")  # node/trust/spotcheck.py
 
 
 @dataclass(frozen=True)
 class SpotCheckVerdict(WireStruct):
-    """A validator's signed verdict on one peer's claimed work of one round (node/spotcheck.py).
+    """A validator's signed verdict on one peer's claimed work of one round (node/trust/spotcheck.py).
 
     The validator took the round's global state, recomputed the peer's windows for the round (a
     function of run, peer and round) and measured how much the peer's update lowers the loss on
@@ -223,7 +223,7 @@ class SpotCheckVerdict(WireStruct):
     gain: float  # nats per token: loss(global) - loss(global - update) on the assigned windows
     random_gain: float  # the same on random windows of the train split
     z: float = 0.0  # (gain - random_gain) / its standard error
-    update_sha256: str = ""  # node.spotcheck.update_digest of the update judged
+    update_sha256: str = ""  # node.trust.spotcheck.update_digest of the update judged
     reference_gain: float | None = None  # the gain of the validator's own recompute of the round, if made
 
     def __post_init__(self) -> None:
@@ -238,7 +238,7 @@ class StateAnnouncement(WireStruct):
     """A node's global-state hash after a round, signed, in the DHT (never sent to the coordinator).
 
     A joiner accepts a downloaded state only if its hash is the one a majority of the distinct peers
-    that recently announced agree on (node/announce.py); the signature stops anyone from announcing
+    that recently announced agree on (node/net/announce.py); the signature stops anyone from announcing
     on another peer's behalf."""
 
     KIND = "state"
@@ -247,7 +247,7 @@ class StateAnnouncement(WireStruct):
     peer_id: str
     sent_at: float  # unix seconds
     round: int  # rounds folded into the global state
-    state_hash: str  # node.state.state_hash, hex
+    state_hash: str  # node.model.state.state_hash, hex
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ class Credit(WireStruct):
 class AttributionCertificate(WireStruct):
     """Signed by the run key: this checkpoint was trained by these contributors.
 
-    The checkpoint is named by its state hash (``node.state.state_hash``: sha256 of the round and
+    The checkpoint is named by its state hash (``node.model.state.state_hash``: sha256 of the round and
     the fp32 parameters): the hash the nodes themselves report each round, so the coordinator
     certifies only a checkpoint its ledger saw the swarm reach, and any export of it (whatever the
     file format) can be checked against it. ``scope`` is "all", or one peer id for a volunteer's

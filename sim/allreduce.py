@@ -16,7 +16,7 @@ bandwidth, sized as the node sizes it (``timeout_payload_bytes``: fp32, for 64 p
 that would overrun it:
 
 - ``fail_group``: ``averager.step(timeout=...)`` raises on every member at the timeout; all their
-  tokens of the round are lost and they resynchronise (what ``node/trainer.py`` does);
+  tokens of the round are lost and they resynchronise (what ``node/train/trainer.py`` does);
 - ``ban``: hivemind's sender timeout drops the members too slow to finish in time after
   ``failure_detect_s``; the others finish the average among themselves.
 """
@@ -67,7 +67,7 @@ def run_group(
     ``timeout_payload_bytes`` what the node sizes its timeout on (default: the payload)."""
     n = len(links)
     unlucky = rng.random() < protocol.group_failure_rate
-    if n <= 1:  # alone: the node averages with itself (node/rounds.py: num_peers <= 1)
+    if n <= 1:  # alone: the node averages with itself (node/train/rounds.py: num_peers <= 1)
         return Outcome(ok=True, duration_s=0.0, group_size=n, sent_share=0.0)
     sized_on = payload_bytes if timeout_payload_bytes is None else timeout_payload_bytes
     timeout = allreduce_timeout(int(sized_on), protocol.timeout_group_size, protocol.assumed_bandwidth_mbps * MBIT)

@@ -46,7 +46,7 @@ class CodecModel:
 CODECS: dict[str, CodecModel] = {
     c.name: c
     for c in (
-        # what node/codecs.py sends (a test checks the numbers against it)
+        # what node/averaging/codecs.py sends (a test checks the numbers against it)
         CodecModel("none", 4.0),  # fp32
         CodecModel("fp16", 2.0),
         CodecModel("int8", 1.0 + 2 / 256),  # 8 bit + an fp16 absmax per 256 values

@@ -106,7 +106,7 @@ class MassLeave:
 
 @dataclass(frozen=True)
 class RoundProtocol:
-    """The DiLoCo round as ``node/trainer.py`` runs it, with the knobs of ``node/config.py``."""
+    """The DiLoCo round as ``node/train/trainer.py`` runs it, with the knobs of ``node/host/config.py``."""
 
     round_tokens: int  # swarm-wide tokens per round (the manifest's)
     # peers per all-reduce group; None: one group of every ready peer, as the node runs (no group size)
@@ -118,9 +118,9 @@ class RoundProtocol:
     eval_s: float = 0.0  # evaluation + checkpoint after each successful round (node idle)
     assumed_bandwidth_mbps: float = 20.0  # node config bandwidth_mbps: timeouts derive from it
     timeout_group_size: int = 64  # the node sizes its all-reduce timeout for this many peers ...
-    timeout_bytes_per_param: float = 4.0  # ... and for an fp32 payload, whatever the codec (node/linktimeouts.py)
+    timeout_bytes_per_param: float = 4.0  # ... and for an fp32 payload, whatever the codec (node/averaging/timeouts.py)
     failure_detect_s: float = 5.0  # the rest notice a member that died mid-all-reduce this late (chunk timeout)
-    # node/averaging.py: survivors finish the round, the dead reducer's share zeroed (True: the round fails for all)
+    # node/averaging/averager.py: survivors finish the round, the dead reducer's share zeroed (True: the round fails for all)
     leave_fails_group: bool = False
     straggler_policy: str = "fail_group"  # group over its timeout: "fail_group" (averager.step raises) | "ban"
     group_failure_rate: float = 0.0  # chance a group's all-reduce fails for other reasons
@@ -148,7 +148,7 @@ class PlanPolicy:
 
     Re-planned at a round's close every ``every_rounds`` rounds, and at once when nodes join or leave.
     A paid node put on standby abandons its inner phase (an all-reduce under way finishes), then idles
-    unbilled; reactivated, it downloads the state and computes (node/trainer.py's ``pause``)."""
+    unbilled; reactivated, it downloads the state and computes (node/train/trainer.py's ``pause``)."""
 
     budget: Budget = field(default_factory=Budget)
     every_rounds: int = 3

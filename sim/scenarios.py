@@ -30,7 +30,7 @@ __all__ = ["MODELS", "SCENARIOS", "expected_rate", "make_scenario"]
 HOUR = 3600.0
 
 MODELS: dict[str, ModelSpec] = {
-    "tiny": ModelSpec("tiny", n_layer=4, n_head=4, n_embd=128, block_size=128),  # node.model.PRESETS["tiny"]
+    "tiny": ModelSpec("tiny", n_layer=4, n_head=4, n_embd=128, block_size=128),  # node.model.gpt.PRESETS["tiny"]
     "125m": ModelSpec("gpt2-125m", n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
 }
 

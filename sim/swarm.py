@@ -1,4 +1,4 @@
-"""The DiLoCo round protocol, as ``node/trainer.py`` runs it, for every node of the swarm at once.
+"""The DiLoCo round protocol, as ``node/train/trainer.py`` runs it, for every node of the swarm at once.
 
 A node's life (``status``)::
 
@@ -176,7 +176,7 @@ class Swarm:
             k = self.holders.items[rng.randrange(len(self.holders))]
             if provider < 0 or self.uploads[k] < self.uploads[provider]:
                 provider = k
-        if provider < 0:  # node/trainer.py: "no peer could give us newer state yet; continuing"
+        if provider < 0:  # node/train/trainer.py: "no peer could give us newer state yet; continuing"
             self.held[i] = self.state_round
             self._start_computing(i, t)
             return
@@ -444,7 +444,7 @@ class Swarm:
                 self.acct.waste(i, self.tokens[i], g.cause)
                 self.acct.report(i, self.tokens[i], t - self.round_start[i], ok=False)
                 self.trace(t, "fail", i)
-                # node/rounds.py: a failed group keeps the old global state; if other groups
+                # node/train/rounds.py: a failed group keeps the old global state; if other groups
                 # stepped, the swarm has moved past it and the next round starts with a download
                 self._ready(i, g.round)
         elif live:

@@ -148,7 +148,9 @@ def test_protocol_submodule_all_names_exist(module):
 
 # --- package maps --------------------------------------------------------------------------------
 
-_MAPPED_PACKAGES = ["protocol", "ops", "node", "node/policies", "coordinator", "sim", "benchmarks", "benchmarks/suites"]
+_MAPPED_PACKAGES = ["protocol", "ops", "node", "node/policies", "node/averaging", "node/cli", "node/daemon",
+                    "node/data", "node/host", "node/model", "node/net", "node/train", "node/trust", "node/uplink",
+                    "coordinator", "sim", "benchmarks", "benchmarks/suites"]
 
 
 def _map_of(package: Path) -> str:
@@ -180,3 +182,85 @@ def test_package_map_check_can_fail(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "__init__.py").write_text("")
     assert _unnamed_modules(tmp_path) == ["b.py", "other/", "ta.py"]  # data.py names neither a.py nor ta.py
+
+
+# --- import cycles and module size --------------------------------------------------------------
+
+_PROJECT = ["protocol", "ops", "node", "coordinator", "sim", "benchmarks"]
+
+
+def _import_graph(root: Path, packages: list[str]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports, read from the source: every import counts, at the
+    top, inside a function, or under ``TYPE_CHECKING`` (each is an arrow a reader follows)."""
+    import ast
+
+    modules: dict[str, Path] = {}
+    for package in packages:
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom):
+                base = here.split(".")[: len(here.split(".")) - n.level + 1] if n.level else []
+                module = ".".join(base + ([n.module] if n.module else []))
+                targets |= {module} | {f"{module}.{a.name}" for a in n.names}
+            elif isinstance(n, ast.Import):
+                targets |= {a.name for a in n.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted(component + [v]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycle_in_the_project():
+    graph = _import_graph(ROOT, _PROJECT)
+    assert len(graph) > 120 and graph["node.train.trainer"]  # the walk found the project's modules
+    assert _cycles(graph) == []
+
+
+def test_cycle_check_can_fail(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "a.py").write_text("from pkg.b import x\n")
+    (tmp_path / "pkg" / "b.py").write_text("def f():\n    from pkg import a\n")  # a lazy import closes it
+    (tmp_path / "pkg" / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c2 import y\n")
+    (tmp_path / "pkg" / "c2.py").write_text("from .c import z\n")
+    (tmp_path / "pkg" / "d.py").write_text("from pkg.a import x\n")  # into a cycle, not in one
+    assert _cycles(_import_graph(tmp_path, ["pkg"])) == [["pkg.a", "pkg.b"], ["pkg.c", "pkg.c2"]]
+
+
+def test_no_node_module_past_350_lines():
+    """node/ is rooms of small files; a module that grows past 350 lines is split by job."""
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "node").rglob("*.py")}
+    assert len(sizes) > 50 and [p for p, n in sizes.items() if n > 350] == []

@@ -3,7 +3,7 @@
 Map of this package (each suite module exposes ``main(argv) -> int``; docs/benchmarks.md has the protocol)::
 
     swarm.py        a suite's swarm: its coordinator and ``swarm join`` nodes in a testbed (the one launcher,
-                    ``node.launcher.SwarmLauncher``), ledger reports, byte-counter samples, the CPU lock, shared flags
+                    ``node.cli.launcher.SwarmLauncher``), ledger reports, byte-counter samples, the CPU lock, shared flags
     provenance.py   the run fingerprint: CPU, kernel, versions, git commit, load and steal
     analysis.py     quantiles and traffic bursts from counter samples (pure)
     output.py       a suite's JSON document, markdown and PNG files
@@ -26,7 +26,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from node.lifeline import unwind_on_signals
+from node.host.lifeline import unwind_on_signals
 
 __all__ = ["SUITES", "main"]
 

@@ -42,7 +42,7 @@ ALL_CODECS = CODECS  # every codec a manifest may name
 
 
 def bytes_per_value(codec: str) -> float:
-    from node.codecs import get_codec
+    from node.averaging.codecs import get_codec
 
     return get_codec(codec).bytes_per_value
 

@@ -2,7 +2,7 @@
 
 :func:`bench_swarm` starts the coordinator (in the hub namespace, or on 127.0.0.1 in loopback
 mode) with a run manifest built from a :class:`SwarmSpec`, and yields the one launcher
-(:class:`node.launcher.SwarmLauncher`) with every node placed in its namespace (:func:`bed_place`)
+(:class:`node.cli.launcher.SwarmLauncher`) with every node placed in its namespace (:func:`bed_place`)
 and reporting to that coordinator. Each round's signed report lands in the coordinator's SQLite
 ledger, which is how suites read per-round figures (:func:`ledger_reports`: compute seconds, wall
 seconds, payload bytes, group size) without adding anything to node code. :class:`Counters`
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.netns import LoopbackBed, NeedsRootError, Testbed, Topology, require_root
-from node.launcher import Place, SwarmLauncher
+from node.cli.launcher import Place, SwarmLauncher
 
 __all__ = ["Counters", "Report", "SwarmSpec", "assemble", "base_parser", "bed_place", "bench_swarm", "check_testbed", "cpu_lock",
            "index", "ledger_reports", "make_bed", "name", "tokens_per_step", "warm_up", "workdir"]
@@ -62,8 +62,8 @@ class SwarmSpec:
 
     def manifest(self) -> Any:
         """The run manifest (a ``protocol.RunManifest``) the coordinator serves."""
-        from node.config import NodeConfig
-        from node.manifests import manifest_from_flags
+        from node.host.config import NodeConfig
+        from node.uplink.manifests import manifest_from_flags
         from protocol import Hyperparameters
 
         manifest = manifest_from_flags(NodeConfig(run_id=self.run_id, round_tokens=self.round_tokens, model=self.model,
@@ -113,7 +113,7 @@ def index(node_name: str) -> int:
 
 def tokens_per_step(model: str, batch_size: int | None = None) -> int:
     """Tokens one inner step of ``model`` processes (batch x context)."""
-    from node.model import preset
+    from node.model.gpt import preset
     from protocol import Hyperparameters
 
     return (batch_size or Hyperparameters().batch_size) * preset(model).block_size

@@ -8,7 +8,7 @@ A node trains only while no *reason* holds it back:
     paused    the volunteer said so (``swarm ctl pause``)
     standby   the organizer's signed plan said so (set by the plan follower)
 
-``node/gate.py`` holds the live set of reasons; this module decides the automatic ones.
+``node/host/gate.py`` holds the live set of reasons; this module decides the automatic ones.
 """
 from __future__ import annotations
 

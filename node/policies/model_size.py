@@ -2,7 +2,7 @@
 
 Pure arithmetic on :class:`protocol.ModelSpec`, so code that may not import torch (``sim/``, the
 coordinator's plans, timeouts) knows the size of the model the node builds. The count is exact for
-``node.model.GPT`` (a test checks it against ``GPT(spec).num_params()``): GPT-2 blocks with biases,
+``node.model.gpt.GPT`` (a test checks it against ``GPT(spec).num_params()``): GPT-2 blocks with biases,
 LayerNorm with bias, learned positions and a head tied to the token embedding.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ __all__ = ["param_count", "train_flops_per_token"]
 
 
 def param_count(spec: ModelSpec) -> int:
-    """Parameters of ``node.model.GPT(spec)``."""
+    """Parameters of ``node.model.gpt.GPT(spec)``."""
     d = spec.n_embd
     per_block = 12 * d * d + 13 * d  # qkv 3d^2+3d, proj d^2+d, mlp 8d^2+5d, two LayerNorms 4d
     embeddings = (spec.vocab_size + spec.block_size) * d  # token (tied with the head) + position

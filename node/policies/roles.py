@@ -4,7 +4,7 @@
     client   not reachable (behind NAT): a DHT client; sends its share of each all-reduce and
              receives the average, reduces nothing, serves nothing (hivemind's ``client_mode``)
     validator  trains nothing: a DHT client that follows the swarm's state and spot-checks the
-             others' updates (``node/validating.py``); only ever by request
+             others' updates (``node/trust/validating.py``); only ever by request
 
 Reachability is the coordinator's dial-back verdict on the addresses the node claimed:
 "public" (a dial reached our key), "private" (nothing answered), "unknown" (no coordinator, or no

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from node.data import Corpus, stdlib_root
+from node.data.corpus import Corpus
+
+from node.data.load import stdlib_root
 
 
 def stdlib_corpus(files: int, val_files: int) -> Corpus:

@@ -10,10 +10,10 @@ import torch
 
 from benchmarks.attacks import attack_pseudo, markdown_table, plan, run_attack, summarize
 from benchmarks.quality import QualityConfig, all_reduce, deterministic
-from node.averaging import make_codec
+from node.averaging.wire import make_codec
 from bench_testing import stdlib_corpus
 
-from node.data import Corpus
+from node.data.corpus import Corpus
 from protocol import Hyperparameters, ModelSpec
 
 SPEC = ModelSpec("test", n_layer=1, n_head=2, n_embd=32, block_size=32)

@@ -14,11 +14,11 @@ import torch
 from benchmarks import quality
 from benchmarks.quality import QualityConfig, all_reduce, build_parser, config_from_args, main, deterministic, run_baseline, run_diloco
 from benchmarks.suites.charts import COLORS
-from node.averaging import make_codec
-from node.codecs import quantize_roundtrip
+from node.averaging.wire import make_codec
+from node.averaging.codecs import quantize_roundtrip
 from bench_testing import stdlib_corpus
 
-from node.data import Corpus
+from node.data.corpus import Corpus
 from protocol import Hyperparameters, ModelSpec
 
 SPEC = ModelSpec("test", n_layer=1, n_head=2, n_embd=32, block_size=32)

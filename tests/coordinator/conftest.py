@@ -4,7 +4,7 @@
   clock and its ledger in ``tmp_path``;
 - ``make_report`` / ``make_heartbeat``: messages from seeded identities, stamped with ``clock``;
 - ``coordinator_process``: starts ``python -m coordinator`` subprocesses on 127.0.0.1 (port 0) with
-  ``node.launcher.start_coordinator`` and stops whatever is left at teardown;
+  ``node.cli.launcher.start_coordinator`` and stops whatever is left at teardown;
 - ``dashboard_feed``: the feed behind the browser test: a real 3-node swarm (``swarm_feed.py``)
   reporting to a coordinator subprocess. Anything with the
   :class:`~coordinator_testing.SwarmFeed` interface can stand in.
@@ -20,7 +20,7 @@ from coordinator_testing import RUN_ID, Clock, CoordinatorProcess, SwarmFeed
 
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
-from node.launcher import start_coordinator
+from node.cli.launcher import start_coordinator
 from protocol import ContributionReport, Hardware, Heartbeat, Identity, RunManifest
 
 
@@ -93,8 +93,8 @@ def coordinator_process(tmp_path: Path) -> Iterator[Callable[..., CoordinatorPro
 @pytest.fixture
 def dashboard_feed(tmp_path: Path, coordinator_process: Callable[..., CoordinatorProcess]) -> Iterator[SwarmFeed]:
     """A real 3-node swarm (``swarm join`` processes on 127.0.0.1) reporting to a coordinator subprocess."""
-    from node.config import NodeConfig
-    from node.manifests import manifest_from_flags
+    from node.host.config import NodeConfig
+    from node.uplink.manifests import manifest_from_flags
     from swarm_feed import RealSwarmFeed
 
     manifest = tmp_path / "manifest.msgpack"

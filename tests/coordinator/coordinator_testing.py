@@ -4,7 +4,7 @@
 - :func:`post`, :func:`state`: talk to an in-process app through ``aiohttp_client``;
 - :class:`CoordinatorProcess`: a ``python -m coordinator`` subprocess (see the fixture); :func:`api_state`;
 - :class:`SwarmFeed`: what the browser test needs from whatever feeds the coordinator, and
-  :class:`ReporterFeed`, the default: three ``node.reporter.Reporter`` with distinct identities.
+  :class:`ReporterFeed`, the default: three ``node.uplink.reporter.Reporter`` with distinct identities.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coordinator.keys import HUB
-from node.launcher import Coordinator
+from node.cli.launcher import Coordinator
 from protocol import PROTOCOL_VERSION, Identity, pack
 
 RUN_ID = "test-run"
@@ -72,7 +72,7 @@ def api_state(url: str) -> dict[str, Any]:
 
 @dataclass
 class CoordinatorProcess(Coordinator):
-    """A ``python -m coordinator`` subprocess started by ``node.launcher.start_coordinator`` (see the
+    """A ``python -m coordinator`` subprocess started by ``node.cli.launcher.start_coordinator`` (see the
     ``coordinator_process`` fixture), with its snapshot at hand."""
 
     def state(self) -> dict[str, Any]:

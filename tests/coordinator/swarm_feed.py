@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 
 NAMES = ["alice", "bob", "<img src=x onerror=alert(1)>"]
 

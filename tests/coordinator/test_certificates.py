@@ -9,8 +9,8 @@ from coordinator_testing import identity, post
 from coordinator.certificates import CertificateRefused, pick_checkpoint
 from coordinator.keys import RUN_KEY
 from coordinator.store import MIGRATIONS, Store
-from node.certificates import verify_bytes
-from node.cli import main
+from node.model.certificates import verify_bytes
+from node.cli.main import main
 from protocol import AttributionCertificate, Credit, GroupClaim, Identity, SignatureError, pack, seal, unpack
 
 H1, H2, H3 = "a" * 64, "b" * 64, "c" * 64
@@ -129,8 +129,8 @@ def test_export_with_the_coordinator_embeds_a_certificate_and_credits(tmp_path, 
     --coordinator`` writes the certificate and the contributors into the card; verify ties it to the weights."""
     import torch
 
-    from node.model import GPT, PRESETS
-    from node.state import save_checkpoint, state_hash
+    from node.model.gpt import GPT, PRESETS
+    from node.model.state import save_checkpoint, state_hash
     from protocol import ContributionReport, RunManifest
     from coordinator_testing import RUN_ID, http_get
 

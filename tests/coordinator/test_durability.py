@@ -9,7 +9,7 @@ import time
 
 from coordinator_testing import RUN_ID, identity, wait_until
 
-from node.reporter import Reporter
+from node.uplink.reporter import Reporter
 from protocol import ContributionReport, Heartbeat
 
 NODES, PER_NODE = 3, 60

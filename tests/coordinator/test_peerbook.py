@@ -116,7 +116,7 @@ async def test_dialback_probe_confirms_a_real_node_and_refuses_a_wrong_key(tmp_p
         maddr = dht.stdout.readline().strip()
         peer = maddr.rsplit("/", 1)[1]
         base = maddr.rsplit("/p2p/", 1)[0]
-        command = (sys.executable, "-m", "node.dialback")
+        command = (sys.executable, "-m", "node.net.dialback")
         assert await run_probe(command, [maddr], 10.0) == {maddr: True}
         forged = f"{base}/p2p/{OTHER}"  # the right address, claimed for another key
         closed = f"/ip4/127.0.0.1/tcp/1/p2p/{peer}"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from coordinator_testing import REPO, wait_until
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 from protocol import Identity
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(480)]
@@ -53,8 +53,8 @@ def predicted_spend(manifest: Path, snap: dict[str, Any], ids: dict[str, str], s
 
 
 def test_cap_sends_the_dearer_node_to_standby_and_raising_it_brings_it_back(tmp_path: Path, coordinator_process):
-    from node.config import NodeConfig
-    from node.manifests import manifest_from_flags
+    from node.host.config import NodeConfig
+    from node.uplink.manifests import manifest_from_flags
 
     manifest = tmp_path / "manifest.msgpack"
     # rounds long enough that a third peer's compute clearly outweighs the all-reduce it slows: at 20,000

@@ -1,7 +1,7 @@
-"""node/agreement.py: the union of failed reducers every member applies, from members' records."""
+"""node/averaging/agreement.py: the union of failed reducers every member applies, from members' records."""
 from __future__ import annotations
 
-from node.agreement import MIN_WAIT_S, parse_failed, union_of_failed, verdict, wait_s
+from node.averaging.agreement import MIN_WAIT_S, parse_failed, union_of_failed, verdict, wait_s
 
 MEMBERS = ["A", "B", "C", "D"]
 

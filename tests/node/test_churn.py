@@ -1,6 +1,6 @@
 """Churn during the all-reduce: a peer killed or frozen mid-all-reduce costs the others one round.
 
-The fault fires through a seam (``node/faults.py``, ``CAPASWARM_FAULT``) right after the victim
+The fault fires through a seam (``node/host/faults.py``, ``CAPASWARM_FAULT``) right after the victim
 streamed its first part to a remote reducer, so it is mid-all-reduce by construction, not by a
 lucky sleep. The survivors must complete later rounds, hold no NaN, and end with identical
 global parameters.
@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 from swarm_helpers import common_hashes, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]

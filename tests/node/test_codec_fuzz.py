@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.averaging import make_codec
-from node.codecs import CODECS, PART_VALUES, CodecError, decode_sparse
+from node.averaging.wire import make_codec
+from node.averaging.codecs import CODECS, PART_VALUES, CodecError, decode_sparse
 
 fuzz = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 names = st.sampled_from(sorted(CODECS))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from node.averaging import make_codec
-from node.codecs import CODECS, PART_VALUES, ErrorFeedback, get_codec, quantize_roundtrip
+from node.averaging.wire import make_codec
+from node.averaging.codecs import CODECS, PART_VALUES, ErrorFeedback, get_codec, quantize_roundtrip
 
 # relative L2 error bound of one round trip on Gaussian data (uniform b-bit over +-absmax: step/sqrt(12))
 BOUNDS = {"none": 0.0, "fp16": 1e-3, "int8": 0.01, "q4": 0.13, "q2ef": 0.65, "topkef": 0.95}

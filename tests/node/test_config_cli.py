@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from node.cli import JOIN_FLAGS, build_parser, join_overrides
-from node.config import ConfigError, NodeConfig, load_config
-from node.manifests import load_manifest_file, manifest_from_flags
+from node.cli.main import JOIN_FLAGS, build_parser, join_overrides
+from node.host.config import ConfigError, NodeConfig, load_config
+from node.uplink.manifests import load_manifest_file, manifest_from_flags
 
 
 def test_precedence(tmp_path, monkeypatch):
@@ -55,9 +55,9 @@ def test_volunteer_limits_from_flags():
 def test_gpu_memory_cap_is_ignored_on_cpu_with_a_log_line(caplog):
     import logging
 
-    from node.daemon import cap_gpu_memory
+    from node.daemon.machine import cap_gpu_memory
 
-    with caplog.at_level(logging.INFO, logger="node.daemon"):
+    with caplog.at_level(logging.INFO, logger="node.daemon.node"):
         cap_gpu_memory(load_config({"max_gpu_memory_gb": 4}), "cpu")
     assert "ignored, this node trains on the CPU" in caplog.text
 
@@ -132,14 +132,14 @@ def test_join_without_peers_or_new_swarm_exits_with_a_clear_message(tmp_path):
 def test_documented_example_manifest_loads():
     from pathlib import Path
 
-    from node.model import preset
+    from node.model.gpt import preset
 
     m = load_manifest_file(Path(__file__).resolve().parents[2] / "docs" / "examples" / "run.toml")
     assert m.model == preset("small") and m.codec == "int8" and m.round_tokens == 2_000_000
 
 
 def test_swarm_delegates_sim_and_bench(capsys):
-    from node.cli import main
+    from node.cli.main import main
 
     assert main(["sim", "--list"]) == 0
     assert "loopback4" in capsys.readouterr().out
@@ -151,7 +151,7 @@ def test_swarm_delegates_sim_and_bench(capsys):
 def test_swarm_version(capsys):
     import re
 
-    from node.cli import main
+    from node.cli.main import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])

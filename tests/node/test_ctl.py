@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from node.cli import main
-from node.ctl import MAX_REQUEST, CtlBusy, CtlError, CtlServer, request, socket_path
-from node.gate import WorkGate
+from node.cli.main import main
+from node.host.ctl import MAX_REQUEST, CtlBusy, CtlError, CtlServer, request, socket_path
+from node.host.gate import WorkGate
 
 
 @pytest.fixture

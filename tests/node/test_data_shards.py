@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from node.cli import main
-from node.data import ByteSampler, DataError, check_data, evaluate_bpb, load_corpus
-from node.model import GPT, PRESETS
-from node.shards import INDEX, find_text_files, load_shards, prepare
-from node.tokenizer import TokenizerFile
+from node.cli.main import main
+from node.data.corpus import DataError, check_data
+from node.data.load import load_corpus
+from node.data.sampler import ByteSampler, evaluate_bpb
+from node.model.gpt import GPT, PRESETS
+from node.data.shards import INDEX, find_text_files, load_shards, prepare
+from node.model.tokenizer import TokenizerFile
 from protocol import DataSpec, RunManifest
 
 WORDS = "the swarm trains one model together on volunteered machines while the ledger counts every token".split()

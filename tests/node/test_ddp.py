@@ -1,4 +1,4 @@
-"""Multi-device nodes (node/ddp.py): two CPU ranks over gloo take the same steps as one rank on the
+"""Multi-device nodes (node/train/ddp.py): two CPU ranks over gloo take the same steps as one rank on the
 same global batch; the replicas stay identical; bad ``--devices`` get one clear error."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from node.data import ByteSampler
-from node.ddp import LocalGroup, parse_devices
-from node.diloco import inner_optimizer, inner_step
-from node.model import GPT, preset
+from node.data.sampler import ByteSampler
+from node.train.ddp import LocalGroup, parse_devices
+from node.train.diloco import inner_optimizer, inner_step
+from node.model.gpt import GPT, preset
 from protocol import Hyperparameters, RunManifest
 
 STEPS = 6
@@ -105,7 +105,7 @@ def test_swarm_join_with_two_cpu_ranks_trains_as_one_peer_and_says_ready(tmp_pat
     """The whole path: ``swarm join --devices 0,1`` on a CPU, alone in a new swarm; READY=1 to systemd."""
     import socket
 
-    from node.launcher import SwarmLauncher
+    from node.cli.launcher import SwarmLauncher
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(str(tmp_path / "notify.sock"))
@@ -124,7 +124,7 @@ def test_swarm_join_with_two_cpu_ranks_trains_as_one_peer_and_says_ready(tmp_pat
 
 @pytest.mark.swarm  # starts a worker process
 def test_a_dead_worker_stops_the_node_with_one_clear_error():
-    from node.ddp import LocalGroupError
+    from node.train.ddp import LocalGroupError
 
     manifest = _manifest()
     model, opt = _fresh(manifest)
@@ -147,7 +147,7 @@ def test_a_dead_worker_stops_the_node_with_one_clear_error():
 def test_billing_counts_the_gpus_used_not_every_gpu_in_the_machine(monkeypatch):
     from types import SimpleNamespace
 
-    from node.daemon import detect_hardware
+    from node.daemon.machine import detect_hardware
 
     asked = []
 

@@ -1,4 +1,4 @@
-"""The DiLoCo math (node/diloco.py) and the one-copy guarantee: the daemon's trainer, the sync
+"""The DiLoCo math (node/train/diloco.py) and the one-copy guarantee: the daemon's trainer, the sync
 baseline and the quality simulation (benchmarks/quality.py) all run it, so the same seed and the
 same batches give bit-identical global parameters. In-process, a tiny GPT: milliseconds to seconds.
 
@@ -18,13 +18,14 @@ import torch
 
 from benchmarks import quality
 from benchmarks.quality import QualityConfig, deterministic
-from node import sync as sync_module
-from node.config import NodeConfig
-from node.data import ByteSampler, Corpus
-from node.diloco import (inner_optimizer, inner_step, load_outer_momentum, outer_momentum, outer_optimizer, outer_step,
+from node.train import sync as sync_module
+from node.host.config import NodeConfig
+from node.data.corpus import Corpus
+from node.data.sampler import ByteSampler
+from node.train.diloco import (inner_optimizer, inner_step, load_outer_momentum, outer_momentum, outer_optimizer, outer_step,
                          pseudo_gradient, warmup_lr)
-from node.model import GPT
-from node.trainer import Trainer
+from node.model.gpt import GPT
+from node.train.trainer import Trainer
 from protocol import Hyperparameters, ModelSpec, RunManifest
 from trainer_fakes import FakeSwarm
 
@@ -121,7 +122,7 @@ def test_outer_step_is_nesterov_sgd():
 
 
 def test_momentum_saved_and_loaded_continues_bit_identically():
-    """What a checkpoint or a state download carries (node.state.GlobalState.momentum) is enough."""
+    """What a checkpoint or a state download carries (node.model.state.GlobalState.momentum) is enough."""
     deltas = [[torch.full((4,), 0.1 * (r + 1))] for r in range(3)]
     a = [torch.ones(4)]
     opt_a = outer_optimizer(a, 0.7, 0.9)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.cli import main
-from node.export import ExportError, load_checkpoint_dir, read_export
-from node.model import GPT, PRESETS
-from node.state import save_checkpoint, state_hash
+from node.cli.main import main
+from node.model.export import ExportError, load_checkpoint_dir, read_export
+from node.model.gpt import GPT, PRESETS
+from node.model.state import save_checkpoint, state_hash
 from protocol import RunManifest
 
 import transformers  # noqa: E402  (in .[dev]: the export tests need it, never skip)
@@ -108,7 +108,7 @@ def test_export_refuses_what_it_cannot_read(tmp_path, manifest, capsys):
 
 
 def test_a_bpe_run_exports_its_vocabulary(tmp_path):
-    from node.tokenizer import TokenizerFile, train_bpe
+    from node.model.tokenizer import TokenizerFile, train_bpe
 
     texts = ["the swarm trains one model together on volunteered machines\n" * 50, "def f(x):\n    return x + 1\n" * 50]
     train_bpe(iter(texts), 300, tmp_path / "state" / "tokenizer.json")  # where the node keeps a BPE run's vocabulary

@@ -13,7 +13,7 @@ import torch
 
 from hivemind.averaging.partition import TensorPartContainer
 
-from node.averaging import missing_parts, share_views, zero_failed_shares
+from node.averaging.parts import missing_parts, share_views, zero_failed_shares
 
 PART_BYTES = 4 * 1000  # 1,000 fp32 values a part: several parts per peer
 

@@ -15,12 +15,13 @@ import sys
 import pytest
 import torch
 
-from node.cli import main
-from node.data import ByteSampler, evaluate_bpb, load_corpus
-from node.diloco import inner_step
-from node.launcher import SwarmLauncher, read_status
-from node.model import GPT, PRESETS
-from node.state import save_checkpoint
+from node.cli.main import main
+from node.data.load import load_corpus
+from node.data.sampler import ByteSampler, evaluate_bpb
+from node.train.diloco import inner_step
+from node.cli.launcher import SwarmLauncher, read_status
+from node.model.gpt import GPT, PRESETS
+from node.model.state import save_checkpoint
 from protocol import RunManifest
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]

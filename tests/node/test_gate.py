@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from node.gate import OtherLoad, WorkGate, gpu_used_by_others
+from node.host.gate import OtherLoad, WorkGate, gpu_used_by_others
 from node.policies.gate import BusyState, Schedule, busy_step, parse_schedule, smooth
 
 

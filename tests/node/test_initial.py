@@ -8,11 +8,11 @@ import threading
 import pytest
 import torch
 
-from node.export import Checkpoint, write_export
-from node.initial import InitialCheckpointError, load_initial, resolve_initial
-from node.model import GPT, PRESETS
-from node.state import state_hash
-from node.tokenizer import sha256_file
+from node.model.export import Checkpoint, write_export
+from node.model.initial import InitialCheckpointError, load_initial, resolve_initial
+from node.model.gpt import GPT, PRESETS
+from node.model.state import state_hash
+from node.model.tokenizer import sha256_file
 from protocol import RunManifest
 
 

@@ -1,7 +1,7 @@
 """Join by the coordinator URL alone, on 127.0.0.1.
 
 The organizer's seed node starts with ``--new-swarm --coordinator URL``; its heartbeat names the
-addresses it listens on, the coordinator dials them back (``node/dialback.py`` in a probe process)
+addresses it listens on, the coordinator dials them back (``node/net/dialback.py`` in a probe process)
 and lists them at ``/api/v1/peers``. A volunteer then types only
 ``swarm join --coordinator URL --public-name NAME`` (plus loopback test plumbing: state dir, listen
 address): it must find the seed through the coordinator, train rounds with it, and end with the
@@ -16,9 +16,9 @@ import urllib.request
 
 import pytest
 
-from node.config import NodeConfig
-from node.launcher import SwarmLauncher
-from node.manifests import manifest_from_flags
+from node.host.config import NodeConfig
+from node.cli.launcher import SwarmLauncher
+from node.uplink.manifests import manifest_from_flags
 from swarm_helpers import latest_agrees, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(240)]

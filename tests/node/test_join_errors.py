@@ -19,7 +19,7 @@ from test_reporter import ServerThread
 
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
-from node.bootstrap import JoinError, fetch_peers, fetch_signed_manifest
+from node.uplink.bootstrap import JoinError, fetch_peers, fetch_signed_manifest
 from protocol import SOFTWARE_VERSION, Identity, RunManifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,7 +159,7 @@ def test_too_old_for_the_coordinators_manifest(tmp_path):
 
 
 def test_state_dir_of_another_run(tmp_path):
-    from node.state import claim_state_dir
+    from node.model.state import claim_state_dir
 
     a, b = RunManifest(run_id="run-a"), RunManifest(run_id="run-b")
     claim_state_dir(tmp_path, a.run_id, a.content_hash)

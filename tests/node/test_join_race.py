@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from node.launcher import SwarmLauncher, read_status
+from node.cli.launcher import SwarmLauncher, read_status
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(240)]
 

@@ -1,4 +1,4 @@
-"""The one launcher (node/launcher.py): the command lines it builds, and a coordinator that fails to start.
+"""The one launcher (node/cli/launcher.py): the command lines it builds, and a coordinator that fails to start.
 
 Real swarms started with it are exercised by every multi-process test (``swarm`` marker); these are
 the quick checks of its own logic.
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from node.launcher import LOOPBACK, Place, SwarmLauncher, start_coordinator
+from node.cli.launcher import LOOPBACK, Place, SwarmLauncher, start_coordinator
 
 
 def _after(cmd: list[str], flag: str) -> str:

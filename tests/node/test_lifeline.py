@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from node.lifeline import STOP_SIGNALS, unwind_on_signals
+from node.host.lifeline import STOP_SIGNALS, unwind_on_signals
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = "CAPASWARM_TEST_MARK"
@@ -72,7 +72,7 @@ def test_die_with_parent_takes_the_child_down_on_kill_9():
     mark = uuid.uuid4().hex
     launcher = _launch("""
         import subprocess, time
-        from node.lifeline import die_with_parent
+        from node.host.lifeline import die_with_parent
         subprocess.Popen(["sleep", "120"], preexec_fn=die_with_parent())      # dies with us
         subprocess.Popen(["sleep", "121"], start_new_session=True)           # the control: outlives us
         print("up", flush=True)
@@ -87,7 +87,7 @@ def test_forked_helpers_and_their_daemons_die_with_the_node_on_kill_9():
     mark = uuid.uuid4().hex
     launcher = _launch("""
         import multiprocessing as mp, subprocess, time
-        from node.lifeline import guard_forked_helpers
+        from node.host.lifeline import guard_forked_helpers
 
         def helper():
             subprocess.Popen(["sleep", "120"])  # the daemon a DHT process starts

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.metrics import serve_metrics
+from node.host.metrics import serve_metrics
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from node.data import ByteSampler, evaluate_bpb, load_corpus
-from node.diloco import inner_step
-from node.model import GPT, PRESETS, preset
+from node.data.load import load_corpus
+
+from node.data.sampler import ByteSampler, evaluate_bpb
+from node.train.diloco import inner_step
+from node.model.gpt import GPT, PRESETS, preset
 
 
 @pytest.mark.parametrize("name, low, high", [("tiny", 0.5e6, 1.5e6), ("small", 8e6, 12e6), ("gpt2-small-bytes", 80e6, 90e6),

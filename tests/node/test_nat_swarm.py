@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import netns  # noqa: E402
 from benchmarks.netns import Topology  # noqa: E402
-from node.launcher import Place, SwarmLauncher  # noqa: E402
-from node.manifests import manifest_from_flags  # noqa: E402
-from node.config import NodeConfig  # noqa: E402
+from node.cli.launcher import Place, SwarmLauncher  # noqa: E402
+from node.uplink.manifests import manifest_from_flags  # noqa: E402
+from node.host.config import NodeConfig  # noqa: E402
 from swarm_helpers import latest_agrees, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(420)]

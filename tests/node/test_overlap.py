@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 from swarm_helpers import common_hashes, fork_problems, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 from swarm_helpers import wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]

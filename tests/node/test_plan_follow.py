@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from node.gate import WorkGate
-from node.planfollow import PlanFollower, read_plan
+from node.host.gate import WorkGate
+from node.uplink.planfollow import PlanFollower, read_plan
 from protocol import Identity, PeerPlan, Plan, SignatureError, seal
 
 RUN_KEY, OTHER, ME = Identity.generate(), Identity.generate(), Identity.generate()

@@ -2,7 +2,7 @@
 
 Four ``swarm join`` processes report to a coordinator whose manifest says
 ``hparams.aggregation = "centered_clip"``; one of them sends its pseudo-gradients sign-flipped
-and scaled by 100 (the fault seam of ``node.faults``). Every reducer clips the poisoner's parts
+and scaled by 100 (the fault seam of ``node.host.faults``). Every reducer clips the poisoner's parts
 and signs an ``OutlierReport``; the coordinator flags it once two distinct reducers named it in
 each of three rounds. Checked: the honest nodes' validation loss keeps falling, and the dashboard's
 snapshot flags the poisoner (and nobody else) within 3 rounds of its first all-reduce.
@@ -14,9 +14,9 @@ import urllib.request
 
 import pytest
 
-from node.config import NodeConfig
-from node.launcher import SwarmLauncher
-from node.manifests import manifest_from_flags
+from node.host.config import NodeConfig
+from node.cli.launcher import SwarmLauncher
+from node.uplink.manifests import manifest_from_flags
 from swarm_helpers import wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(420)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.launcher import start_coordinator
+from node.cli.launcher import start_coordinator
 from protocol import RunManifest
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""node.reporter.Reporter (outbox, ordering, retries, final rejections) and the backoff policy.
+"""node.uplink.reporter.Reporter (outbox, ordering, retries, final rejections) and the backoff policy.
 
 Servers run in a thread with their own loop on 127.0.0.1 (the Reporter has its own thread and
 loop too, as in a node). Fault injection is by a scripted fake coordinator, not by sleeping.
@@ -19,8 +19,8 @@ from aiohttp import web
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
 from node.policies.backoff import next_delay
-from node.bootstrap import fetch_manifest
-from node.reporter import Reporter
+from node.uplink.bootstrap import fetch_manifest
+from node.uplink.reporter import Reporter
 from protocol import ContributionReport, Heartbeat, Identity, RunManifest, open_envelope, seal
 
 RUN = "reporter-test"

@@ -10,7 +10,7 @@ import signal
 import psutil
 import pytest
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 from swarm_helpers import wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(240)]

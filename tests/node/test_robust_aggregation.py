@@ -1,4 +1,4 @@
-"""node.robust and the reducer that uses it: bounded influence, identical bytes, honest flags."""
+"""node.averaging.robust and the reducer that uses it: bounded influence, identical bytes, honest flags."""
 from __future__ import annotations
 
 import asyncio
@@ -6,9 +6,11 @@ import asyncio
 import pytest
 import torch
 
-from node.averaging import RobustPartReducer, check_part
-from node.codecs import CodecError
-from node.robust import CLIP, MemberStats, aggregate, outliers
+from node.averaging.parts import check_part
+
+from node.averaging.reduction import RobustPartReducer
+from node.averaging.codecs import CodecError
+from node.averaging.robust import CLIP, MemberStats, aggregate, outliers
 
 G = torch.Generator().manual_seed(0)
 

@@ -1,4 +1,4 @@
-"""Spot checks (node/spotcheck.py), in-process on a tiny GPT and real text (the stdlib's sources):
+"""Spot checks (node/trust/spotcheck.py), in-process on a tiny GPT and real text (the stdlib's sources):
 the validator's windows are the very batches the peer's sampler drew; an honest update passes; a
 scaled, sign-flipped, random or zero update fails; an update trained on another peer's windows
 fails the advantage test once the model is past its generic first steps."""
@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from benchmarks.spotcheck import honest_round
-from node.data import ByteSampler, load_corpus
-from node.diloco import inner_optimizer, inner_step
-from node.model import GPT
-from node.spotcheck import (Tolerance, assigned_batches, check_update, judge, random_batches, recompute_update, steps_of,
+from node.data.load import load_corpus
+from node.data.sampler import ByteSampler
+from node.train.diloco import inner_optimizer, inner_step
+from node.model.gpt import GPT
+from node.trust.spotcheck import (Tolerance, assigned_batches, check_update, judge, random_batches, recompute_update, steps_of,
                             update_digest)
 from protocol import Hyperparameters, ModelSpec
 
@@ -31,7 +32,7 @@ def train():
 
 
 def _round(model, opt, train, peer: str, round_: int):
-    """One honest inner phase of ``peer`` (what node.trainer does): its windows, then global - local."""
+    """One honest inner phase of ``peer`` (what node.train.trainer does): its windows, then global - local."""
     return honest_round(model, opt, train, peer, round_, STEPS, HP, SPEC.block_size, run=RUN)
 
 
@@ -143,7 +144,7 @@ def test_judge_rule():
 def test_validator_signs_verdicts_the_coordinator_can_read(train, fresh):
     from coordinator.plausibility import Limits, check_numbers
     from coordinator.cost import PriceTable
-    from node.validator import Validator
+    from node.trust.validator import Validator
     from protocol import Identity, RunManifest, open_envelope, seal
 
     global_params, delta = fresh
@@ -193,13 +194,13 @@ class _Swarm:
 
 
 def test_the_validator_role_judges_each_served_round_once_against_the_state_it_started_from(train, fresh):
-    """node/validating.py in-process: the served update of a round whose starting state the validator
+    """node/trust/validating.py in-process: the served update of a round whose starting state the validator
     holds is judged once, and the signed verdict sent; a zero update (a free rider) fails; updates from
     a state it does not hold, with malformed metadata or of the wrong shapes are not judged."""
-    from node.config import NodeConfig
-    from node.data import Corpus
-    from node.state import GlobalState
-    from node.validating import ValidatorRole
+    from node.host.config import NodeConfig
+    from node.data.corpus import Corpus
+    from node.model.state import GlobalState
+    from node.trust.validating import ValidatorRole
     from protocol import Identity, RunManifest
 
     global_params, delta = fresh

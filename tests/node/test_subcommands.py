@@ -1,4 +1,4 @@
-"""``swarm coordinator | sim | plan | bench``: found by entry point (node/subcommands.py), not imported by node."""
+"""``swarm coordinator | sim | plan | bench``: found by entry point (node/cli/subcommands.py), not imported by node."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.subcommands import GROUP, find_commands, load_command
+from node.cli.subcommands import GROUP, find_commands, load_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def test_python_m_node_hands_the_command_to_its_package(name):
 
 
 def test_unknown_command_is_still_an_error():
-    from node.cli import main
+    from node.cli.main import main
 
     with pytest.raises(SystemExit) as e:
         main(["no-such-command"])

@@ -16,7 +16,7 @@ import signal
 
 import pytest
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 from swarm_helpers import common_hashes, fork_problems, latest_agrees, wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(420)]
@@ -52,7 +52,7 @@ def test_swarm_trains_syncs_joiner_and_survives_kill(tmp_path):
         assert synced is not None, "node-4 contributed without downloading the swarm's state"
         assert synced["round"] >= 4
         assert joined["first_contribution"] >= synced["round"], "node-4 contributed before it synchronised"
-        # the joiner takes the state a majority of the peers announced (node/announce.py): under load one
+        # the joiner takes the state a majority of the peers announced (node/net/announce.py): under load one
         # of the three may hold a forked round that the next round heals, so compare with the majority
         held = [sts[n]["hashes"].get(str(synced["round"])) for n in names]
         majority = max(set(held), key=held.count)

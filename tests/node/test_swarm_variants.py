@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.launcher import SwarmLauncher
+from node.cli.launcher import SwarmLauncher
 from protocol import Hyperparameters
 from swarm_helpers import latest_agrees, wait_until
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from node.data import load_corpus
-from node.textfiles import BINARY, CORRUPT, EMPTY, NOT_UTF8, NotText, TextScan, iter_text_files, read_text, why_not_text
+from node.data.load import load_corpus
+from node.data.textfiles import BINARY, CORRUPT, EMPTY, NOT_UTF8, NotText, TextScan, iter_text_files, read_text, why_not_text
 
 LICENSES = Path("/usr/share/common-licenses")
 # Debian's license texts: plain text files named without any extension
@@ -66,10 +66,10 @@ def test_a_binary_among_text_files_is_skipped_and_counted(tmp_path, caplog):
     assert scan.skipped[BINARY][0] == 2  # the ELF and the PNG
     assert scan.skipped[BINARY][1] == (tmp_path / "sub" / "backend").stat().st_size + (tmp_path / "image").stat().st_size
     assert scan.skipped[NOT_UTF8][0] == 2 and scan.skipped[EMPTY][0] == 1
-    with caplog.at_level(logging.INFO, logger="node.data"):
+    with caplog.at_level(logging.INFO, logger="node.data.load"):
         corpus = load_corpus(tmp_path)
     assert corpus.n_files == 4
-    line = next(r.getMessage() for r in caplog.records if r.name == "node.data")
+    line = next(r.getMessage() for r in caplog.records if r.name == "node.data.load")
     assert "used 4 files" in line and "skipped 5" in line and "2 binary (NUL bytes)" in line and "2 not UTF-8 text" in line, line
 
 

@@ -1,4 +1,4 @@
-"""The real ``node.trainer.Trainer``, in-process, with a fake swarm (``trainer_fakes``): the tiny GPT
+"""The real ``node.train.trainer.Trainer``, in-process, with a fake swarm (``trainer_fakes``): the tiny GPT
 on the CPU, a few rounds in milliseconds.
 
 What is checked is the trainer's own bookkeeping of a round, against arithmetic written out here:
@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from node import statesync
-from node.config import NodeConfig
-from node.data import Corpus
-from node.diloco import outer_momentum, outer_optimizer, outer_step
-from node.gate import WorkGate
-from node.state import GlobalState, NodeCheckpoint, load_checkpoint, save_checkpoint
-from node.trainer import Trainer
+from node.net import statesync
+from node.host.config import NodeConfig
+from node.data.corpus import Corpus
+from node.train.diloco import outer_momentum, outer_optimizer, outer_step
+from node.host.gate import WorkGate
+from node.model.state import GlobalState, NodeCheckpoint, load_checkpoint, save_checkpoint
+from node.train.trainer import Trainer
 from protocol import Hyperparameters, ModelSpec, RunManifest
 from trainer_fakes import FakeSwarm, Peer
 

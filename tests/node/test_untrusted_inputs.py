@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from node.announce import majority_hash, verify_records
-from node.daemon import Node, outlier_report
-from node.group import parse_group, reference_hash, token_ceiling
-from node.robust import MemberStats
-from node.state import GlobalState, StateCheck, StateError, state_hash
+from node.net.announce import majority_hash, verify_records
+from node.daemon.node import Node
+from node.daemon.reports import outlier_report
+from node.averaging.group import parse_group, reference_hash, token_ceiling
+from node.averaging.robust import MemberStats
+from node.model.state import GlobalState, StateCheck, StateError, state_hash
 from protocol import Identity, RunManifest, StateAnnouncement, open_envelope, seal
 
 H1, H2 = "a" * 64, "b" * 64
@@ -120,7 +121,7 @@ def test_a_message_that_cannot_be_sealed_is_logged_and_skipped(tmp_path, caplog)
     """The old crash: a group member's 2**70-token claim made the honest node's report unsealable,
     and the exception ended its training loop. Now parse_group drops such a member; and should a
     report still be unsealable, it is logged and skipped."""
-    from node.reporter import Reporter
+    from node.uplink.reporter import Reporter
     from protocol import ContributionReport, GroupClaim
 
     ident = Identity.from_seed(b"\x08" * 32)

@@ -16,9 +16,9 @@ import urllib.request
 
 import pytest
 
-from node.config import NodeConfig
-from node.launcher import SwarmLauncher
-from node.manifests import manifest_from_flags
+from node.host.config import NodeConfig
+from node.cli.launcher import SwarmLauncher
+from node.uplink.manifests import manifest_from_flags
 from protocol import Identity
 from swarm_helpers import wait_until
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from node.ctl import request
-from node.launcher import SwarmLauncher
+from node.host.ctl import request
+from node.cli.launcher import SwarmLauncher
 from swarm_helpers import wait_until
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(180)]

@@ -1,7 +1,7 @@
-"""Small stand-ins for the hivemind side of a node, to drive the real ``node.trainer.Trainer`` in-process.
+"""Small stand-ins for the hivemind side of a node, to drive the real ``node.train.trainer.Trainer`` in-process.
 
-Each implements only what the trainer calls (``node.swarm.SwarmHandles``, hivemind's
-``ProgressTracker``, ``node.averaging.PseudoGradientAverager``), with the arithmetic of a real
+Each implements only what the trainer calls (``node.net.swarm.SwarmHandles``, hivemind's
+``ProgressTracker``, ``node.averaging.averager.PseudoGradientAverager``), with the arithmetic of a real
 group spelled out once here: an all-reduce returns the token-weighted mean of our pseudo-gradient
 and those of scripted peers. No network, no processes: a round of the tiny model takes milliseconds.
 """
@@ -125,7 +125,7 @@ class FakeAverager:
 
 
 class FakeSwarm:
-    """``node.swarm.SwarmHandles`` without a DHT: it hands the trainer a fake tracker and averager."""
+    """``node.net.swarm.SwarmHandles`` without a DHT: it hands the trainer a fake tracker and averager."""
 
     def __init__(self, target: int, peers: dict[str, Peer] | None = None, **averager: Any):
         self.target, self.peers, self.averager_options = target, peers or {}, averager

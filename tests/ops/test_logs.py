@@ -26,14 +26,14 @@ def test_json_lines_to_a_file_rotate_by_size(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "node.log"
     setup_logging("info", log_file=log, log_format="json", max_bytes=2000, backups=2)
     for i in range(200):
-        logging.getLogger("node.trainer").info("round %d done", i)
+        logging.getLogger("node.train.trainer").info("round %d done", i)
     logging.getLogger("x").debug("below the level: dropped")
     files = sorted(p.name for p in log.parent.iterdir())
     assert files == ["node.log", "node.log.1", "node.log.2"], files  # two backups kept, no more
     assert all(p.stat().st_size <= 2000 for p in log.parent.iterdir())
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert entries
-    assert entries[-1] == {"ts": entries[-1]["ts"], "level": "info", "logger": "node.trainer", "msg": "round 199 done"}
+    assert entries[-1] == {"ts": entries[-1]["ts"], "level": "info", "logger": "node.train.trainer", "msg": "round 199 done"}
     assert not any("dropped" in p.read_text() for p in log.parent.iterdir())
 
 
@@ -51,7 +51,7 @@ def test_human_lines_and_levels(tmp_path: Path) -> None:
 
 
 def test_swarm_join_logs_a_config_error_to_its_log_file(tmp_path: Path) -> None:
-    from node.cli import main
+    from node.cli.main import main
 
     log = tmp_path / "join.log"
     code = main(["join", "--log-file", str(log), "--log-format", "json", "--state-dir", str(tmp_path / "s"),

@@ -87,7 +87,7 @@ def test_dense_codecs_are_symmetric_and_top_k_downlinks_grow_with_the_group():
 
 @pytest.mark.parametrize("name", ["none", "fp16", "int8", "q4", "q2ef", "topkef"])
 def test_the_sims_codec_sizes_are_the_nodes(name):
-    codecs = pytest.importorskip("node.codecs")  # imports torch
+    codecs = pytest.importorskip("node.averaging.codecs")  # imports torch
     from sim.catalog import CODECS
 
     assert CODECS[name].up == pytest.approx(codecs.CODECS[name].bytes_per_value)

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from node.config import NodeConfig
+from node.host.config import NodeConfig
 from sim.config import RoundProtocol
 from sim.scenarios import make_scenario
 

@@ -41,5 +41,5 @@ def test_importing_every_sim_module_loads_only_pure_project_code():
 
 
 def test_the_allow_list_check_can_fail():
-    assert not _allowed("node.trainer") and not _allowed("coordinator.store") and not _allowed("nodes")
+    assert not _allowed("node.train.trainer") and not _allowed("coordinator.store") and not _allowed("nodes")
     assert _allowed("node.policies.grouping") and _allowed("coordinator.cost")

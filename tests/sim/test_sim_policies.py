@@ -20,14 +20,14 @@ def test_param_count_of_the_tiny_preset_by_hand():
 @pytest.mark.parametrize("preset", ["tiny", "small", "gpt2-small-bytes", "gpt2-124m"])
 def test_param_count_matches_the_torch_model(preset):
     torch = pytest.importorskip("torch")
-    model = pytest.importorskip("node.model")
+    model = pytest.importorskip("node.model.gpt")
     with torch.device("meta"):  # shapes without memory or init time
         gpt = model.GPT(model.PRESETS[preset])
     assert param_count(model.PRESETS[preset]) == gpt.num_params()
 
 
 def test_the_sims_tiny_model_is_the_nodes_tiny_preset():
-    model = pytest.importorskip("node.model")
+    model = pytest.importorskip("node.model.gpt")
     assert MODELS["tiny"] == model.PRESETS["tiny"]
 
 
