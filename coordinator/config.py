@@ -99,8 +99,8 @@ class CoordinatorConfig(BaseSettings):
     # live dashboard streams (streams.py): bounded per address below the global cap, and each one
     # ends when its client stops reading or at its lifetime; a refused page polls and retries
     sse_max_clients: int = Field(default=200, ge=1, description="live dashboard streams in all; 429 streams_full beyond")
-    sse_per_ip: int = Field(default=8, ge=1,
-        description="live streams per client address (IPv6: per /64), below sse_max_clients; 429 beyond")
+    sse_per_ip: int = Field(default=8, ge=0,
+        description="live streams per client address (IPv6: per /64), below sse_max_clients (0: none, pages poll); 429 beyond")
     sse_keepalive_s: float = Field(default=15.0, gt=0, description="a comment line on idle live streams this often")
     sse_write_timeout_s: float = Field(default=30.0, gt=0,
         description="a stream whose client takes no data for this long (a write cannot finish) is closed")
