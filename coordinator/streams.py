@@ -92,21 +92,15 @@ async def serve_stream(request: web.Request, hub: Hub, config: CoordinatorConfig
 async def _follow(response: web.StreamResponse, request: web.Request, hub: Hub, config: CoordinatorConfig) -> str:
     transport = request.transport
     ends_at = time.monotonic() + config.sse_max_lifetime_s
-    stalled_since: float | None = None
     tick = min(config.sse_keepalive_s, config.sse_write_timeout_s / 2)
+    stalled_since: float | None = None  # since when bytes written wait in our buffer (none: None)
 
     async def write(data: bytes) -> bool:
-        """False when the client took nothing for ``sse_write_timeout_s``."""
-        nonlocal stalled_since
+        """False when the write could not finish (the transport stayed paused) in the timeout."""
         try:
             await asyncio.wait_for(response.write(data), timeout=config.sse_write_timeout_s)
         except asyncio.TimeoutError:
             return False
-        now = time.monotonic()
-        if transport is not None and transport.get_write_buffer_size() > 0:  # the kernel took not all of it
-            stalled_since = now if stalled_since is None else stalled_since
-            return now - stalled_since < config.sse_write_timeout_s
-        stalled_since = None
         return True
 
     try:
@@ -115,16 +109,24 @@ async def _follow(response: web.StreamResponse, request: web.Request, hub: Hub, 
             return _abort(transport, "idle")
         sent, last_write = -1, time.monotonic()
         while not hub.closing:
-            left = ends_at - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= ends_at:
                 return "lifetime"
+            if transport is not None and transport.get_write_buffer_size() > 0:
+                # the kernel's buffers are full: write nothing more (the next snapshot is whole anyway)
+                stalled_since = now if stalled_since is None else stalled_since
+                if now - stalled_since >= config.sse_write_timeout_s:
+                    return _abort(transport, "idle")
+                await asyncio.sleep(min(1.0, tick, ends_at - now))
+                continue
+            stalled_since = None
             if hub.version != sent:
                 sent = hub.version
                 # every event is a whole snapshot, so a reconnecting page misses nothing
                 data = b"id: %d\nevent: snapshot\ndata: %s\n\n" % (sent, hub.body)
-            elif await hub.wait_newer(sent, timeout=min(tick, left)):
+            elif await hub.wait_newer(sent, timeout=min(tick, ends_at - now)):
                 continue
-            elif time.monotonic() - last_write >= config.sse_keepalive_s or stalled_since is not None:
+            elif time.monotonic() - last_write >= config.sse_keepalive_s:
                 data = b": keepalive\n\n"
             else:
                 continue
