@@ -4,7 +4,7 @@ while it is down, and it loses nothing when it comes back (nodes re-send from th
 Map of this package::
 
     config.py    CoordinatorConfig: one typed tree of settings with units and defaults (pydantic-settings, SWARM_COORDINATOR_*)
-    ledger.py    pure acceptance rules: Reject reasons -> HTTP status, freshness, replay,
+    ledger.py    pure acceptance rules: Reject reasons -> HTTP status, freshness, replay, seq window,
                  per-peer token bucket, the confirmation rule, display names and device labels
     plausibility.py  pure bounds on every number in a report (int64, durations, the tokens/s
                  ceiling from the run's model, price cap)
@@ -18,6 +18,7 @@ Map of this package::
     snapshot.py  pure builder of the dashboard snapshot from ledger rows
     outliers.py  pure: reducers' outlier reports -> flagged peers (>= 2 distinct reducers per round)
     hub.py       the cached snapshot, rebuilt in the background and pushed over SSE
+    streams.py   live (SSE) streams: slots per address below the cap, idle and lifetime ends
     metrics.py   Prometheus metrics in a per-app registry
     keys.py      aiohttp AppKeys of the services one app owns
     runkey.py    the organizer's run key (signs manifest, plan, budget, certificates); the join line

@@ -61,7 +61,7 @@ def create_app(config: CoordinatorConfig, *, clock: Callable[[], float] = time.t
         store = Store(
             config.db_path, round_lead=config.max_round_lead, round_lag=config.max_round_lag,
             start_round=config.start_round, online_gap_s=config.thresholds.stale_after_s,
-            flag_quorum=config.flag_quorum,
+            flag_quorum=config.flag_quorum, seq_window=config.seq_window, seq_per_s=config.rate_per_s,
         )
         planning.restore(store.budget_changes(), store.last_plan_envelope())
         ingestor = Ingestor(store, config, app[METRICS], clock=clock, is_standby=planning.is_standby)

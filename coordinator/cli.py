@@ -52,7 +52,9 @@ FIELD_FLAGS: dict[str, str] = {
     "corpus-tokens": "corpus_tokens",
     "initial-checkpoint": "initial_checkpoint", "max-age": "max_age_s", "max-future": "max_future_s", "rate": "rate_per_s",
     "burst": "rate_burst", "max-body": "max_body_bytes", "ip-rate": "ip_rate_per_s", "ip-burst": "ip_rate_burst",
-    "sse-per-ip": "sse_per_ip", "round-lead": "max_round_lead", "start-round": "start_round",
+    "sse-per-ip": "sse_per_ip", "sse-max-clients": "sse_max_clients", "sse-lifetime": "sse_max_lifetime_s",
+    "sse-retry-after": "sse_retry_after_s", "sse-keepalive": "sse_keepalive_s", "seq-window": "seq_window",
+    "round-lead": "max_round_lead", "start-round": "start_round",
     "snapshot-interval": "snapshot_interval_s", "plan-every-rounds": "plan_every_rounds", "plan-interval": "plan_interval_s",
     "public-url": "public_url", "tls-cert": "tls_cert", "tls-key": "tls_key", "trust-forwarded-for": "trust_forwarded_for",
 }

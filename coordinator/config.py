@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, InstanceOf, field_validator
+from pydantic import Field, InstanceOf, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol import DecodeError, ProtocolError, RunManifest, public_key_from_peer_id
@@ -81,6 +81,10 @@ class CoordinatorConfig(BaseSettings):
     max_round_lead: int = Field(default=1000, description="rounds accepted past the run's current (confirmed) round")
     max_round_lag: int = Field(default=1_000_000, description="rounds accepted before the run's current round")
     start_round: int = Field(default=0, description="the run's round when this ledger starts (a late coordinator)")
+    # seq accepted: at most last + seq_window + rate_per_s x seconds since the peer was last heard
+    # from (a first message: at most seq_window); the reason is ledger.check_seq_window's docstring
+    seq_window: int = Field(default=2**20, ge=1,
+        description="how far a message's seq may pass its peer's last one, plus rate_per_s per second of silence")
 
     # durability: accepted reports are committed in groups (one fsync per batch) before the acks
     batch_max: int = Field(default=256, description="reports per transaction at most")
@@ -92,10 +96,18 @@ class CoordinatorConfig(BaseSettings):
     leaderboard_rows: int = Field(default=100, description="rows of the leaderboard")
     loss_points: int = Field(default=500, description="rounds on the loss and throughput curves")
     events_listed: int = Field(default=50, description="recent events in the snapshot")
-    sse_max_clients: int = Field(default=200, description="503 beyond")
-    sse_per_ip: int = Field(default=8,
-        description="live dashboard streams per IP; 429 beyond (the page then polls /api/v1/state)")
-    sse_keepalive_s: float = Field(default=15.0, description="a comment line on idle live streams this often")
+    # live dashboard streams (streams.py): bounded per address below the global cap, and each one
+    # ends when its client stops reading or at its lifetime; a refused page polls and retries
+    sse_max_clients: int = Field(default=200, ge=1, description="live dashboard streams in all; 429 streams_full beyond")
+    sse_per_ip: int = Field(default=8, ge=0,
+        description="live streams per client address (IPv6: per /64), below sse_max_clients (0: none, pages poll); 429 beyond")
+    sse_keepalive_s: float = Field(default=15.0, gt=0, description="a comment line on idle live streams this often")
+    sse_write_timeout_s: float = Field(default=30.0, gt=0,
+        description="a stream whose client takes no data for this long (a write cannot finish) is closed")
+    sse_max_lifetime_s: float = Field(default=900.0, gt=0,
+        description="a stream is ended after this long; the page reconnects at once (a held slot must be re-won)")
+    sse_retry_after_s: float = Field(default=10.0, gt=0,
+        description="Retry-After of a refused stream, seconds (the page backs off from it)")
 
     # cost plan (planner.py, plans.py): the organizer's budget and how often to re-plan
     budget: InstanceOf[Budget] = Field(default_factory=Budget,
@@ -117,6 +129,14 @@ class CoordinatorConfig(BaseSettings):
     thresholds: InstanceOf[StateThresholds] = Field(default_factory=StateThresholds,
         description="seconds of silence to stale/offline")
     prices: InstanceOf[PriceTable] = Field(default_factory=PriceTable, description="$/h of GPUs, CPUs and electricity (cost.py)")
+
+    @model_validator(mode="after")
+    def _streams_per_ip_below_the_cap(self) -> CoordinatorConfig:
+        """One address must never be able to take every slot (issue 23)."""
+        if self.sse_per_ip >= self.sse_max_clients:
+            raise ValueError(f"sse_per_ip ({self.sse_per_ip}) must be below sse_max_clients ({self.sse_max_clients}): "
+                             "one address could otherwise hold every live stream")
+        return self
 
     @field_validator("manifest", mode="before")
     @classmethod

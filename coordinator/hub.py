@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,6 +25,7 @@ from .metrics import Metrics
 from .plans import Planning
 from .snapshot import build_snapshot
 from .store import Store
+from .streams import StreamSlots
 
 __all__ = ["Hub"]
 
@@ -74,8 +74,7 @@ class Hub:
         self.built_at = 0.0
         self.build_seconds = 0.0  # how long the last build took
         self.closing = False
-        self.sse_clients = 0
-        self.sse_by_ip: Counter[str] = Counter()  # open streams per client address
+        self.streams = StreamSlots(config.sse_max_clients, config.sse_per_ip)  # live dashboard streams
         self._dirty = asyncio.Event()
         self._published = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-reader")

@@ -5,7 +5,7 @@ The order a report goes through (``ingest.py`` drives it, ``store.py`` does the 
     per-IP rate (TokenBucket) -> body size cap -> open_envelope (signature by the claimed peer
       id, then schema) -> per-peer rate -> run id, manifest hash -> freshness
       -> numbers (plausibility.py) -> [writer thread, store.py] replay by (peer, seq)
-      -> seq order -> round window -> one claim per (peer, round) -> durable commit -> 200
+      -> seq order, seq window -> round window -> one claim per (peer, round) -> durable commit -> 200
 
 Every failure is one :class:`Reject` with a short ``reason`` (counted by reason in
 ``/api/v1/state`` and ``/metrics``) and the HTTP status it maps to. Reporters treat any 4xx but
@@ -35,6 +35,7 @@ __all__ = [
     "Reject",
     "TokenBucket",
     "check_message",
+    "check_seq_window",
     "check_times",
     "classify_replay",
     "clean_text",
@@ -70,6 +71,9 @@ REASON_STATUS: dict[str, int] = {
     "ip_rate_limited": 429,  # per-IP token bucket, before any signature is checked
     "too_many_streams": 429,  # per-IP (or global) limit on server-sent-event streams
     "not_validator": 403,  # a spot-check verdict from a peer the operator did not list as a validator
+    # issue 23: bounds on the ledger's and the dashboard's inputs
+    "seq_out_of_window": 422,  # seq too far past this peer's last one (check_seq_window)
+    "streams_full": 429,  # every live-stream slot is taken (the global cap): poll, retry later
 }
 
 
@@ -127,6 +131,42 @@ def check_times(r: ContributionReport) -> None:
     slack = 1e-3 + 1e-6 * r.wall_s  # rounding in the reporter
     if r.blocked_s is not None and r.blocked_s > r.wall_s + slack:
         raise Reject("implausible", f"blocked_s {r.blocked_s:.3f} exceeds wall_s {r.wall_s:.3f}", r.peer_id)
+
+
+def check_seq_window(
+    seq: int, last_seq: int | None, last_seen: float | None, now: float, *, window: int, per_s: float, peer_id: str = ""
+) -> None:
+    """A message's seq may lead its peer's last accepted one by at most ``window`` plus
+    ``per_s`` for every second since the peer was last heard from: ``seq <= last_seq + window +
+    per_s * (now - last_seen)``. A peer's first message (``last_seq`` None) may carry at most
+    ``window``. Order itself (``seq_rollback``) is checked apart; this bounds only the jump.
+
+    Why: without it one signed message with seq 2**63 - 1 is accepted and the peer's ledger row can
+    take nothing after it, and any far-future seq spends the peer's whole seq space at once. Why
+    these numbers: a node numbers every message it signs 1, 2, 3, ... (``node.daemon.SeqCounter``,
+    persistent), and its outbox re-sends them in order, so an honest jump is the messages the
+    coordinator never took in between: outlier reports and verdicts (they do not move
+    ``last_seq``) and, after a long outage, messages refused as ``stale`` (older than
+    ``max_age_s``). Those were all signed after ``last_seen``, at the node's own pace, which is
+    below the coordinator's sustained per-peer rate (``rate_per_s``, passed as ``per_s``): a node
+    signing faster would never empty its outbox. So ``per_s`` times the silence covers any outage,
+    however long, and ``window`` (2**20 by default, over a million messages, a year of a 124M
+    run's heartbeats and reports) covers what a node signs while it is heard from. A first message
+    has no ``last_seen``: a node first seen by this ledger after more than ``window`` messages (a
+    coordinator started late for an old swarm) needs a larger ``--seq-window``, like
+    ``--start-round``. An attacker's seq now gains at most ``per_s`` a second: 2**62 is 7e10 years
+    away at 2/s."""
+    if last_seq is None:
+        if seq > window:
+            raise Reject("seq_out_of_window", f"a peer's first seq must be at most {window}, not {seq}", peer_id)
+        return
+    silence = max(now - (last_seen if last_seen is not None else now), 0.0)
+    limit = last_seq + window + int(per_s * silence)
+    if seq > limit:
+        raise Reject(
+            "seq_out_of_window",
+            f"seq {seq} is too far past this peer's last seq {last_seq} (at most {limit} now)", peer_id,
+        )
 
 
 def classify_replay(stored_digest: bytes | None, digest: bytes) -> str:

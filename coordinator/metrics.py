@@ -35,6 +35,9 @@ class Metrics:
         )
         self.snapshot_seconds = Gauge("capaswarm_snapshot_build_seconds", "Time to build the last snapshot", registry=r)
         self.sse_clients = Gauge("capaswarm_sse_clients", "Open server-sent-event streams", registry=r)
+        self.sse_closed = Counter(
+            "capaswarm_sse_closed", "Server-sent-event streams ended, by why (streams.py)", ["why"], registry=r,
+        )
         self.peers = Gauge("capaswarm_peers", "Peers by state", ["state"], registry=r)
         self.tokens = Gauge("capaswarm_swarm_tokens", "Tokens of rounds that went into the model", registry=r)
         self.confirmed_tokens = Gauge("capaswarm_swarm_confirmed_tokens", "Tokens confirmed by a group member", registry=r)
@@ -43,6 +46,8 @@ class Metrics:
         self.burn = Gauge("capaswarm_swarm_burn_usd_per_hour", "Current burn rate", registry=r)
         for reason in REASON_STATUS:  # every reason shows up, at 0, before the first rejection
             self.rejected.labels(reason)
+        for why in ("gone", "idle", "lifetime", "shutdown"):
+            self.sse_closed.labels(why)
         for kind in ("report", "heartbeat"):
             self.accepted.labels(kind)
 

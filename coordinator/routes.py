@@ -8,8 +8,11 @@
                             503 when the ledger is down; 429 ip_rate_limited past the per-IP bucket
                             (before any signature check)
     GET  /api/v1/state      the cached snapshot (JSON)
-    GET  /api/v1/events     server-sent events: one "snapshot" event per published snapshot;
-                            429 too_many_streams past ``sse_per_ip`` (the page then polls /state)
+    GET  /api/v1/events     server-sent events: one "snapshot" event per published snapshot, until
+                            the client stops reading or the stream's lifetime ends (streams.py);
+                            429 {"error": too_many_streams | streams_full, "detail", "retry_after"}
+                            with Retry-After past ``sse_per_ip`` or ``sse_max_clients`` (the page
+                            shows the detail, polls /state and retries)
     GET  /api/v1/manifest   the run manifest, msgpack (``?format=json`` for humans)
     GET  /api/v1/plan       the cost plan: an envelope signed with the run key (``?format=json`` for humans);
                             503 before the first plan
@@ -45,6 +48,7 @@ from .plans import price_quote
 from .ingest import StorageUnavailable
 from .ledger import Reject
 from .plans import BudgetRejected
+from .streams import serve_stream
 
 __all__ = ["STATIC_DIR", "setup_routes"]
 
@@ -112,36 +116,25 @@ def _address(request: web.Request) -> str:
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
+    """A live stream (streams.py), or 429 with a reason the page shows and ``Retry-After``."""
     hub, config, metrics = request.app[HUB], request.app[CONFIG], request.app[METRICS]
-    address = _address(request)
-    if hub.sse_clients >= config.sse_max_clients or hub.sse_by_ip[address] >= config.sse_per_ip:
-        rejection = request.app[INGESTOR].reject(Reject("too_many_streams", "poll /api/v1/state instead"))
-        return _rejected(rejection)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
-    hub.sse_clients += 1
-    hub.sse_by_ip[address] += 1
+    address = client_ip(request) or "unknown"
+    refused = hub.streams.admit(address)
+    if refused is not None:
+        rejection = request.app[INGESTOR].reject(Reject(*refused))
+        retry_after = math.ceil(config.sse_retry_after_s)
+        response = _json({"error": rejection.reason, "detail": rejection.detail, "retry_after": retry_after},
+                         status=rejection.status)
+        response.headers["Retry-After"] = str(retry_after)
+        return response
     metrics.sse_clients.inc()
+    why = "gone"
     try:
-        await response.prepare(request)
-        await response.write(b"retry: 2000\n\n")
-        sent = -1
-        while not hub.closing:
-            if hub.version != sent:
-                sent = hub.version
-                # every event is a whole snapshot, so a reconnecting page misses nothing
-                await response.write(b"id: %d\nevent: snapshot\ndata: %s\n\n" % (sent, hub.body))
-            elif not await hub.wait_newer(sent, timeout=config.sse_keepalive_s):
-                await response.write(b": keepalive\n\n")
-    except (ConnectionResetError, ConnectionError):
-        pass  # the page went away
+        response, why = await serve_stream(request, hub, config)
     finally:
-        hub.sse_clients -= 1
-        hub.sse_by_ip[address] -= 1
-        if hub.sse_by_ip[address] <= 0:
-            del hub.sse_by_ip[address]
+        hub.streams.release(address)
         metrics.sse_clients.dec()
+        metrics.sse_closed.labels(why).inc()
     return response
 
 

@@ -29,7 +29,8 @@ Version 7 (issue 14) added ``reports.state_hash`` (attribution certificates name
 version 8 (issue 13) ``peers.online_s``: time heard from, gaps over ``online_gap_s`` left out (uptime).
 
 Checks that need the ledger run here, in the writer's transaction: seq increasing per peer
-(``seq_rollback``), the round window around the run's current round (the highest round with a
+(``seq_rollback``) and not too far past its last one (``seq_out_of_window``,
+``ledger.check_seq_window``), the round window around the run's current round (the highest round with a
 confirmed claim; ``round_out_of_window``) and one claim per (peer, round) (``round_claimed``).
 
 Totals in ``peers`` and ``rounds`` are maintained in the same transaction as the insert, so a
@@ -54,7 +55,9 @@ from typing import Any
 
 from protocol import ContributionReport, Heartbeat, OutlierReport, SpotCheckVerdict
 
-from .ledger import Reject, classify_replay, device_label, display_name, group_size, needed_confirmations
+from .ledger import (
+    Reject, check_seq_window, classify_replay, device_label, display_name, group_size, needed_confirmations,
+)
 
 __all__ = ["MIGRATIONS", "SPOT_CHECK_FLAG", "Incoming", "StorageFailure", "Store"]
 
@@ -230,12 +233,15 @@ class Store:
         start_round: int = 0,
         flag_quorum: int = 2,
         online_gap_s: float = 90.0,
+        seq_window: int = 2**20,
+        seq_per_s: float = 2.0,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._closed = False
         self.round_lead, self.round_lag, self.start_round = round_lead, round_lag, start_round
         self.flag_quorum = flag_quorum
+        self.seq_window, self.seq_per_s = seq_window, seq_per_s  # ledger.check_seq_window
         self.online_gap_s = online_gap_s  # a longer silence was time offline (coordinator.states' stale_after_s)
         self._counts_online = len(migrations) >= 8
         self._w = _connect(self.path)
@@ -330,7 +336,7 @@ class Store:
         except Reject as replayed:
             replayed.peer_id = m.peer_id
             return replayed
-        rejection = self._check_order(m)
+        rejection = self._check_order(m, item.received_at)
         if rejection is not None:
             return rejection
         kind = type(m).KIND
@@ -367,14 +373,20 @@ class Store:
         elif prev[0] == "paused" and not paused and not (isinstance(m, Heartbeat) and m.status == "leaving"):
             self._event(seen_at, "resume", m.peer_id)
 
-    def _check_order(self, m: ContributionReport | Heartbeat | OutlierReport | SpotCheckVerdict) -> Reject | None:
+    def _check_order(self, m: ContributionReport | Heartbeat | OutlierReport | SpotCheckVerdict,
+                     now: float) -> Reject | None:
         """seq increasing per peer (reports and heartbeats: an outlier report or a verdict may be sent
-        after a later message of its sender, and its rows are idempotent anyway), the round window, one
-        claim per (peer, round)."""
+        after a later message of its sender, and its rows are idempotent anyway), seq within the window
+        past the peer's last one (every kind), the round window, one claim per (peer, round)."""
         c = self._w
-        row = c.execute("SELECT last_seq FROM peers WHERE peer_id = ?", (m.peer_id,)).fetchone()
+        row = c.execute("SELECT last_seq, last_seen FROM peers WHERE peer_id = ?", (m.peer_id,)).fetchone()
         if row is not None and m.seq <= row[0] and not isinstance(m, (OutlierReport, SpotCheckVerdict)):
             return Reject("seq_rollback", f"seq {m.seq} is not above {row[0]}, already used by this peer", m.peer_id)
+        try:
+            check_seq_window(m.seq, None if row is None else row[0], None if row is None else row[1], now,
+                             window=self.seq_window, per_s=self.seq_per_s, peer_id=m.peer_id)
+        except Reject as rejection:
+            return rejection
         low, high = self._current - self.round_lag, self._current + self.round_lead
         if not low <= m.round <= high:
             return Reject(

@@ -287,14 +287,23 @@
   function setConnected(mode) {
     const el = $("conn");
     el.textContent = mode;
-    el.className = "conn " + (mode === "reconnecting" ? "conn-wait" : "conn-live");
+    el.className = "conn " + (mode === "live" ? "conn-live" : "conn-wait");
+  }
+  // why the live stream is not open (the server's own words), or "" when it is
+  function setReason(text) {
+    const el = $("conn-reason");
+    el.textContent = text;
+    el.hidden = !text;
   }
 
-  // Polling: when the server refuses a stream (too many from this address, HTTP 429/503), the
-  // EventSource closes for good; the page then reads /api/v1/state every few seconds and tries
-  // the stream again now and then.
-  const POLL_MS = 3000, RETRY_STREAM_MS = 60000;
-  let pollTimer = null;
+  // The live stream is read with fetch and a small server-sent-events parser, not EventSource: an
+  // EventSource the server refuses (HTTP 429: this address holds its share of streams, or every
+  // slot is taken) closes for good and never says why. Here the page reads the refusal's reason and
+  // Retry-After, shows the reason, polls /api/v1/state meanwhile and asks for the stream again,
+  // backing off (Retry-After, doubled per refusal, jittered, at most a minute). A stream the server
+  // ends (its lifetime) is reopened at once; one silent for three keepalives is dropped and reopened.
+  const POLL_MS = 3000, MAX_BACKOFF_MS = 60000, SILENT_MS = 45000, REOPEN_MS = 500;
+  let pollTimer = null, refusals = 0, failures = 0;
   function poll() {
     fetch("/api/v1/state", { cache: "no-store" })
       .then((r) => { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
@@ -305,16 +314,81 @@
     if (pollTimer !== null) return;
     poll();
     pollTimer = setInterval(poll, POLL_MS);
-    setTimeout(() => { clearInterval(pollTimer); pollTimer = null; connect(); }, RETRY_STREAM_MS);
+  }
+  function stopPolling() {
+    if (pollTimer !== null) clearInterval(pollTimer);
+    pollTimer = null;
+  }
+  const backoff = (baseMs, n) => Math.min(MAX_BACKOFF_MS, baseMs * Math.pow(2, Math.max(0, n - 1))) * (1 + Math.random() / 4);
+
+  function dispatch(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    if (event === "snapshot" && data.length) render(JSON.parse(data.join("\n")));
   }
 
-  function connect() {
-    const source = new EventSource("/api/v1/events");
-    source.addEventListener("snapshot", (ev) => { setConnected("live"); render(JSON.parse(ev.data)); });
-    source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) startPolling(); // refused: no automatic retry
-      else setConnected("reconnecting"); // a dropped stream: EventSource reconnects by itself
-    };
+  async function follow(response, controller) {
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    let buffer = "", watchdog = null;
+    const arm = () => { clearTimeout(watchdog); watchdog = setTimeout(() => controller.abort(), SILENT_MS); };
+    arm();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        arm();
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          dispatch(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } finally {
+      clearTimeout(watchdog);
+    }
+  }
+
+  async function refused(response) {
+    refusals++;
+    let detail = "HTTP " + response.status;
+    try {
+      const body = await response.json();
+      detail = body.detail || body.error || detail;
+    } catch (e) { /* not JSON: the status says enough */ }
+    const wait = backoff(1000 * (Number(response.headers.get("Retry-After")) || 10), refusals);
+    setReason("live updates refused: " + detail + " (polling; next try in " + Math.round(wait / 1000) + " s)");
+    startPolling();
+    return wait;
+  }
+
+  async function connect() {
+    const controller = new AbortController();
+    let wait = REOPEN_MS;
+    try {
+      const response = await fetch("/api/v1/events", { cache: "no-store", signal: controller.signal,
+        headers: { Accept: "text/event-stream" } });
+      if (!response.ok) {
+        wait = await refused(response);
+      } else {
+        refusals = 0;
+        failures = 0;
+        stopPolling();
+        setReason("");
+        setConnected("live");
+        await follow(response, controller);
+        setConnected("reconnecting");
+      }
+    } catch (e) {
+      failures++; // the coordinator is unreachable, or the stream went silent
+      setConnected("reconnecting");
+      wait = backoff(2000, failures);
+    }
+    setTimeout(connect, wait);
   }
 
   function start() {

@@ -174,7 +174,7 @@ async def test_server_sent_events_push_a_new_snapshot_after_a_report(client, mak
     assert snap["swarm"]["tokens"] == 4321
     resp.close()
     await asyncio.sleep(0)
-    assert client.server.app[HUB].sse_clients <= 1
+    assert client.server.app[HUB].streams.open <= 1
 
 
 async def test_network_wait_share_counts_only_measured_reports(client, make_report):

@@ -21,6 +21,7 @@ def test_defaults_bind_to_loopback_and_freeze_the_flag_surface():
         "--plan-every-rounds", "--plan-interval",
         "--public-url", "--tls-cert", "--tls-key", "--trust-forwarded-for", "--no-dialback",
         "--ip-rate", "--ip-burst", "--sse-per-ip", "--round-lead", "--start-round",
+        "--sse-max-clients", "--sse-lifetime", "--sse-retry-after", "--sse-keepalive", "--seq-window",
         "--corpus-tokens", "--initial-checkpoint", "--validator", "--flag-quorum",
     ])
 

@@ -296,6 +296,7 @@ async def test_coordinator_restarts_on_the_ledger_of_this_attack_suite(tmp_path,
         report(mallory, 0, wall_s=1e300), report(mallory, 1, price_per_hour=1e300), report(mallory, 2, tokens=2**63),
         report(mallory, 3, round=2**40), report(mallory, 4, tokens=-1), report(mallory, 5, val_bpb=1e300),
         report(mallory, 6, hardware=Hardware(memory_gb=1e300)),
+        report(mallory, 2**62, round=0),  # issue 23: a seq far past any a node signs (seq_out_of_window)
     ]
     assert [send(a) for a in attacks] == [422] * len(attacks)
     wait_until(lambda: first.state()["swarm"]["tokens"] == 1000, 20, what="alice's report in the snapshot")
@@ -404,7 +405,8 @@ async def test_credit_and_cost_use_confirmed_tokens(client, make_report):
 async def test_every_new_reason_shows_in_metrics_at_zero(client):
     text = await _metrics(client)
     for reason in ("out_of_range", "implausible_tokens", "implausible_price", "round_out_of_window", "round_claimed",
-                   "seq_rollback", "wrong_manifest", "ip_rate_limited", "too_many_streams"):
+                   "seq_rollback", "wrong_manifest", "ip_rate_limited", "too_many_streams", "seq_out_of_window",
+                   "streams_full"):
         assert rejected_metric(text, reason) == 0, reason
     assert INT64_MAX == 2**63 - 1
 
