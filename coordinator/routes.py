@@ -123,10 +123,10 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         rejection = request.app[INGESTOR].reject(Reject(*refused))
         retry_after = math.ceil(config.sse_retry_after_s)
-        response = _json({"error": rejection.reason, "detail": rejection.detail, "retry_after": retry_after},
-                         status=rejection.status)
-        response.headers["Retry-After"] = str(retry_after)
-        return response
+        refusal = _json({"error": rejection.reason, "detail": rejection.detail, "retry_after": retry_after},
+                        status=rejection.status)
+        refusal.headers["Retry-After"] = str(retry_after)
+        return refusal
     metrics.sse_clients.inc()
     why = "gone"
     try:

@@ -27,14 +27,12 @@ import asyncio
 import ipaddress
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
 from .config import CoordinatorConfig
 
-if TYPE_CHECKING:
-    from .hub import Hub
 
 __all__ = ["StreamSlots", "address_key", "serve_stream"]
 
@@ -81,7 +79,18 @@ class StreamSlots:
             del self.by_address[key]
 
 
-async def serve_stream(request: web.Request, hub: Hub, config: CoordinatorConfig) -> tuple[web.StreamResponse, str]:
+class Feed(Protocol):
+    """What a stream follows: the hub's current snapshot (``coordinator.hub.Hub``, which owns the
+    stream slots and so cannot be imported from here)."""
+
+    closing: bool
+    version: int
+    body: bytes
+
+    async def wait_newer(self, version: int, timeout: float) -> bool: ...
+
+
+async def serve_stream(request: web.Request, hub: Feed, config: CoordinatorConfig) -> tuple[web.StreamResponse, str]:
     """Write snapshots to an admitted stream until it ends; return it and why it ended (a ``why`` label)."""
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -89,7 +98,7 @@ async def serve_stream(request: web.Request, hub: Hub, config: CoordinatorConfig
     return response, await _follow(response, request, hub, config)
 
 
-async def _follow(response: web.StreamResponse, request: web.Request, hub: Hub, config: CoordinatorConfig) -> str:
+async def _follow(response: web.StreamResponse, request: web.Request, hub: Feed, config: CoordinatorConfig) -> str:
     transport = request.transport
     ends_at = time.monotonic() + config.sse_max_lifetime_s
     tick = min(config.sse_keepalive_s, config.sse_write_timeout_s / 2)
