@@ -9,9 +9,11 @@ training steps giving tokens/s; and what that means: tokens per hour, the share 
 swarm's current speed, and $ per 1M tokens at the price the coordinator's price table gives it
 (a paid node's declared price, checked against the table and the coordinator's limit).
 
-The memory a model needs is estimated from its parameter count (weights, gradients, AdamW's two
-moments, the global copy and its momentum: 6 fp32 copies, plus activations); ``memory_required_gb``
-in the config replaces the estimate (e.g. a deployment's own measurement).
+The memory a model needs is estimated from its shape (``node.policies.model_size.memory_needed_gb``:
+weights, gradients, AdamW's two moments, the global copy and its momentum: 6 fp32 copies, plus one
+micro-batch's activations and logits, less with ``--micro-batches`` and ``--activation-checkpointing``);
+``memory_required_gb`` in the config replaces the estimate (e.g. a deployment's own measurement). A
+``presets`` line says which presets fit this machine and with which of those flags.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 
 from node.uplink.bootstrap import PIN_FILE, JoinError, coordinator_get, fetch_signed_manifest
 from node.host.config import NodeConfig
+from node.policies.model_size import fitting_setup, memory_needed_gb
 from protocol import SOFTWARE_VERSION, Hardware, Heartbeat, IncompatibleVersion, RunManifest, check_software_version, seal
 
 __all__ = ["Preflight", "run_check"]
@@ -53,10 +56,20 @@ class Preflight:
         return "\n".join(out)
 
 
-def memory_needed_gb(n_params: int, batch_size: int, block_size: int, n_layer: int, n_embd: int) -> float:
-    weights = 6 * 4 * n_params  # params, grads, AdamW m and v, global params, outer momentum
-    activations = 4 * batch_size * block_size * n_embd * n_layer * 16  # a rough transformer bound
-    return (weights + activations) / 2**30 * 1.2
+def presets_that_fit(memory_gb: float, batch_size: int) -> str:
+    """Which presets this memory trains at the run's batch size, and with which flags."""
+    from node.model.gpt import PRESETS
+
+    out = []
+    for name, spec in PRESETS.items():
+        setup = fitting_setup(spec, batch_size, memory_gb)
+        if setup is None:
+            out.append(f"{name} does not fit")
+            continue
+        k, checkpointing = setup
+        flags = ([f"--micro-batches {k}"] if k > 1 else []) + (["--activation-checkpointing"] if checkpointing else [])
+        out.append(f"{name} fits" + (f" with {' '.join(flags)}" if flags else ""))
+    return "; ".join(out)
 
 
 def _reachability(cfg: NodeConfig, manifest: RunManifest, report: Preflight) -> None:
@@ -169,8 +182,10 @@ def _checks(cfg: NodeConfig, report: Preflight) -> None:
 
     spec, hp = manifest.model, manifest.hparams
     model_params = GPT(spec).num_params()
+    if hp.batch_size % cfg.micro_batches:
+        report.fail("memory", f"--micro-batches {cfg.micro_batches} does not divide the run's batch of {hp.batch_size}")
     need_gb = cfg.memory_required_gb if cfg.memory_required_gb is not None else memory_needed_gb(
-        model_params, hp.batch_size, spec.block_size, spec.n_layer, spec.n_embd)
+        spec, hp.batch_size, micro_batches=cfg.micro_batches, checkpointing=cfg.activation_checkpointing)
     device = pick_device(cfg.device)
     hw = detect_hardware(device, parse_devices(cfg.devices, device, torch.cuda.device_count() if device == "cuda" else 0))
     where = "GPU memory" if device == "cuda" else "RAM"
@@ -178,6 +193,7 @@ def _checks(cfg: NodeConfig, report: Preflight) -> None:
         report.ok("memory", f"{where} {hw.memory_gb:.1f} GB >= {need_gb:.2f} GB needed ({spec.preset}, {model_params / 1e6:.1f}M parameters)")
     else:
         report.fail("memory", f"{where} {hw.memory_gb:.1f} GB < {need_gb:.2f} GB needed for {spec.preset} ({model_params / 1e6:.1f}M parameters)")
+    report.info("presets", f"at a batch of {hp.batch_size}: {presets_that_fit(hw.memory_gb, hp.batch_size)}")
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     free_gb = shutil.disk_usage(cfg.state_dir).free / 2**30
     ckpt_gb = 2 * 5 * 4 * model_params / 2**30  # checkpoint (+ its temporary copy): params, momentum, AdamW state

@@ -85,6 +85,11 @@ class NodeConfig(BaseSettings):
                                          "(default: every visible GPU; on a CPU, 0,1 means two ranks)",
                          json_schema_extra={"metavar": "IDS"})
     threads: int = Field(1, description="torch CPU threads (hivemind's helpers need the other cores)")
+    # memory, not math: the same batch and the same update, in less memory (docs/models.md)
+    micro_batches: int = Field(1, ge=1, le=1024, description="split each inner step's batch into this many micro-batches "
+                                                           "(gradient accumulation; the batch size must divide by it)")
+    activation_checkpointing: bool = Field(False, description="recompute each block's activations in the backward pass "
+                                                              "(less memory, about a third more compute)")
     data: Path | None = Field(None,
         description="text files or folder (UTF-8; .gz/.xz/.zst read), or a `swarm data prepare` folder; "
                                                 "default: the Python stdlib sources (a data.source='files' run requires it)")

@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from protocol import ModelSpec
 
@@ -94,6 +95,7 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(spec.n_embd, eps=LN_EPS)
         self.head = nn.Linear(spec.n_embd, spec.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # weight tying
+        self.checkpointing = False  # recompute each block in backward (``--activation-checkpointing``)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
@@ -116,8 +118,9 @@ class GPT(nn.Module):
         assert t <= self.spec.block_size, f"sequence of {t} exceeds block size {self.spec.block_size}"
         pos = torch.arange(t, device=idx.device)
         x = self.tok(idx) + self.pos(pos)
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         logits = self.head(self.ln_f(x))
         loss = None
         if targets is not None:

@@ -18,6 +18,8 @@ part of the global state (``node.model.state.GlobalState.momentum``), read and w
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Iterable
 
 import torch
@@ -41,21 +43,32 @@ def warmup_lr(hp: Hyperparameters, step: int) -> float:
 
 
 def inner_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *, lr: float,
-               grad_clip: float, device: str = "cpu") -> torch.Tensor:
+               grad_clip: float, device: str = "cpu", micro_batches: int = 1) -> torch.Tensor:
     """One inner step on ``(x, y)`` at learning rate ``lr``, gradients clipped to ``grad_clip``.
 
-    ``model`` may be a DDP wrapper (its backward averages the gradients over the node's devices).
-    Returns the loss, still on the device (``.item()`` is a CPU-GPU sync point: the caller decides)."""
+    ``micro_batches`` > 1 accumulates the gradient over equal slices of the batch (each slice's mean
+    loss weighted 1/k, so the gradient is the whole batch's): the same step in less activation memory.
+    ``model`` may be a DDP wrapper (its backward averages the gradients over the node's devices; only
+    the last micro-batch's backward syncs). Returns the batch's mean loss, still on the device
+    (``.item()`` is a CPU-GPU sync point: the caller decides)."""
+    if micro_batches < 1 or len(x) % micro_batches:
+        raise ValueError(f"a batch of {len(x)} does not split into {micro_batches} equal micro-batches")
     for group in opt.param_groups:
         group["lr"] = lr
     on_gpu = device.split(":")[0] == "cuda"
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):  # bf16 matmuls on GPUs
-        _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total = torch.zeros((), device=device)
+    for i, (xm, ym) in enumerate(zip(x.chunk(micro_batches), y.chunk(micro_batches))):
+        last = i == micro_batches - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=on_gpu):  # bf16 matmuls on GPUs
+                _, loss = model(xm.to(device, non_blocking=True), ym.to(device, non_blocking=True))
+            (loss / micro_batches).backward()
+        total += loss.detach().float()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
-    return loss.detach()
+    return total / micro_batches
 
 
 @torch.no_grad()

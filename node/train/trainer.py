@@ -104,7 +104,8 @@ class Trainer:
             if self.local is not None:  # the batch is shared over the node's devices
                 loss = self.local.step(x, y, lr)
             else:
-                loss = inner_step(self.model, self.inner_opt, x, y, lr=lr, grad_clip=hp.grad_clip, device=self.device)
+                loss = inner_step(self.model, self.inner_opt, x, y, lr=lr, grad_clip=hp.grad_clip, device=self.device,
+                                  micro_batches=self.cfg.micro_batches)
             loss_sum += loss.item()  # CPU-GPU sync point, once per step
             compute_s += time.perf_counter() - t0
             steps += 1
@@ -190,9 +191,14 @@ class Trainer:
         self.device, self.eval_batches = device, cfg.eval_batches
         self.checkpoint_path = state_dir / "checkpoint.pt"
         hp, spec = manifest.hparams, manifest.model
+        if local is not None and (cfg.micro_batches > 1 or cfg.activation_checkpointing):
+            raise ValueError("--micro-batches and --activation-checkpointing train on one device; not with --devices yet")
+        if hp.batch_size % cfg.micro_batches:
+            raise ValueError(f"--micro-batches {cfg.micro_batches} does not divide the run's batch of {hp.batch_size} sequences")
 
         torch.manual_seed(manifest.seed)  # round 0: every node starts from the same weights
         self.model = GPT(spec).to(device)
+        self.model.checkpointing = cfg.activation_checkpointing
         if initial is not None:  # the manifest's initial checkpoint (node.model.initial), verified by its hash
             with torch.no_grad():
                 for p, x in zip(self.model.parameters(), initial):

@@ -57,7 +57,7 @@ def test_gpu_memory_cap_is_ignored_on_cpu_with_a_log_line(caplog):
 
     from node.daemon.machine import cap_gpu_memory
 
-    with caplog.at_level(logging.INFO, logger="node.daemon.node"):
+    with caplog.at_level(logging.INFO, logger="node.daemon.machine"):
         cap_gpu_memory(load_config({"max_gpu_memory_gb": 4}), "cpu")
     assert "ignored, this node trains on the CPU" in caplog.text
 
@@ -85,7 +85,7 @@ def test_cli_surface_is_frozen():
         "round-tokens", "run-id", "run-key", "state-dir", "status-interval-s", "threads",
         "schedule", "pause-when-busy", "max-gpu-memory-gb", "metrics-port", "metrics-host",
         "bootstrap-wait-s", "role", "reachability-wait-s", "check", "check-steps", "memory-required-gb",
-        "serve-updates", "spot-check-rate",
+        "serve-updates", "spot-check-rate", "micro-batches", "activation-checkpointing",
     ])
     for flag in JOIN_FLAGS:
         assert flag.replace("-", "_") in NodeConfig.model_fields, f"--{flag} has no config field"
