@@ -16,6 +16,8 @@ Map of this package::
     coordinator_ingest.py  coordinator ingest rate and state latency, on loopback
     data_prepare.py        ``swarm data prepare`` at scale: a generated corpus of N GB -> shards, peak memory
     sim_scale.py           wall time of the discrete-event simulator at 10,000 peers
+    gpu.py                 the GPU path: bf16 tokens/s and MFU of gpt2-124m, the outer step, DDP over the GPUs
+                           present; ``--smoke`` runs it on a CPU (in the suite)
     memory_fit.py          which model a volunteer's 8 / 16 / 24 / 80 GB trains (``join --check``'s estimate)
 
 Each benchmark is also a script (``python -m benchmarks.<name>`` or ``python benchmarks/<name>.py``).
