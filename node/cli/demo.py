@@ -119,6 +119,16 @@ def run_demo(args: argparse.Namespace) -> int:
         restore()
 
 
+def replica_check(hashes: list[dict[str, str]]) -> dict[str, object]:
+    """Did every node that applied a round hold the same state after it? ``hashes``: each node's
+    state hash per round applied (status.json's ``hashes``). Rounds that only one node applied
+    prove nothing and are counted apart."""
+    rounds = sorted({r for h in hashes for r in h}, key=int)
+    shared = [r for r in rounds if sum(r in h for h in hashes) >= 2]
+    forked = [r for r in shared if len({h[r] for h in hashes if r in h}) > 1]
+    return {"rounds_compared": len(shared), "rounds_forked": forked, "identical": not forked and bool(shared)}
+
+
 def _run_demo(args: argparse.Namespace, workdir: Path, data: Path | None) -> int:
     round_tokens = args.round_tokens or loopback_round_tokens(args.nodes)
     run_id = f"demo-{int(time.time())}"
@@ -153,7 +163,7 @@ def _run_demo(args: argparse.Namespace, workdir: Path, data: Path | None) -> int
     nodes = [
         {k: final[n].get(k) for k in ("peer_id", "public_name", "initial_val_bpb", "final_val_bpb", "rounds", "tokens",
                                      "tokens_contributed", "bytes_sent", "bytes_received", "state_hash", "compute_s",
-                                     "eval_s", "inner_steps", "uptime_s")}
+                                     "eval_s", "inner_steps", "uptime_s", "hashes")}
         for n in names if n in final
     ]
     elapsed = time.monotonic() - t0
@@ -165,6 +175,7 @@ def _run_demo(args: argparse.Namespace, workdir: Path, data: Path | None) -> int
         "round_tokens": round_tokens,
         "matchmaking_time_s": NodeConfig.model_fields["matchmaking_time_s"].default,
         **steady_state([final[n] for n in names if n in final]),
+        "replicas": replica_check([n.get("hashes") or {} for n in nodes]),
         "workdir": str(workdir),
         "dashboard": swarm.coordinator_url,
     }

@@ -31,7 +31,11 @@ def test_swarm_demo_on_a_folder_of_extension_less_text_learns_and_writes_its_rep
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "dashboard: http://127.0.0.1:" in out.stdout
     assert f"used {len(names)} files" in out.stdout and "1 binary (NUL bytes)" in out.stdout, out.stdout[:2000]
-    nodes = json.loads(report.read_text())["nodes"]
+    full = json.loads(report.read_text())
+    nodes = full["nodes"]
+    # every node's state hash per round is in the report, and the replicas agree on every shared round
+    assert full["replicas"]["identical"] and full["replicas"]["rounds_compared"] >= 2, full["replicas"]
+    assert all(n["hashes"] for n in nodes)
     assert len(nodes) == 3 and len({n["peer_id"] for n in nodes}) == 3
     for n in nodes:
         assert set(n) >= {"peer_id", "initial_val_bpb", "final_val_bpb", "rounds", "tokens", "bytes_sent", "bytes_received"}
