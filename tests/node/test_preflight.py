@@ -43,7 +43,7 @@ def test_good_setup_then_too_little_memory(coordinator, tmp_path):
     url = coordinator(RunManifest(run_id="check", round_tokens=10_000))
     out = _check("--coordinator", url, "--state-dir", str(tmp_path / "a"), "--price-per-hour", "1.5")
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    checks = ("✓ coordinator", "✓ manifest", "✓ version", "✓ memory", "✓ disk", "✓ training", "· contribution",
+    checks = ("✓ coordinator", "✓ manifest", "✓ version", "✓ memory", "· presets", "✓ disk", "✓ training", "· contribution",
               "· cost", "per 1M tokens at $1.5/h (declared)", "READY to join")
     for line in checks:
         assert line in out.stdout, out.stdout
