@@ -11,7 +11,9 @@ Map of this package::
     spotcheck.py           spot checks: nondeterminism of a check, margins of honest and dishonest updates
     soak.py                forks under load: the overlap and churn swarm tests again and again beside a CPU hog
     suites/                shaped-link suites on real swarms (`swarm bench SUITE`); its own map
-    netns.py               the shaped-link testbed: network namespaces, a bridge, `tc tbf`, byte counters
+    netns.py               the shaped-link testbed: network namespaces, a bridge, `tc tbf`, byte counters,
+                           latency through delayrelay.py
+    delayrelay.py          the testbed's latency: a transparent TCP relay (nftables redirect) holding bytes D ms
     swarm_tax.py           communication tax and bytes vs the all-reduce bound of a loopback swarm
     coordinator_ingest.py  coordinator ingest rate and state latency, on loopback
     data_prepare.py        ``swarm data prepare`` at scale: a generated corpus of N GB -> shards, peak memory

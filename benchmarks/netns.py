@@ -25,9 +25,15 @@ can dial in to it: what a volunteer behind a typical home router gets.
   (down), and its bytes are ``vr<j>``'s counters (:meth:`Testbed.counters` numbers home j as node N + j).
 
 Nothing is created in the host's namespace: addresses and links exist only inside namespaces this
-module created, and no route leads anywhere else. There is no delay emulation (``netem`` is not
-available here): every link has zero added latency, so results are optimistic wherever round
-trips matter (matchmaking, per-part request/response, TCP slow start after idle).
+module created, and no route leads anywhere else.
+
+Latency (``delay_ms`` = D, one way): ``netem`` is not available here, so each node's (and home's)
+namespace runs a :mod:`benchmarks.delayrelay` process (port :data:`RELAY_PORT`) and an nftables
+``output`` redirect sends the TCP it dials through it; every connection is delayed once, by its
+dialer's relay, so any round trip between two nodes is 2 D (a dial costs one more round trip). See
+that module for why and for what a split connection does not reproduce (slow start across the long
+path). With D = 0 (the default) no relay runs: zero added latency, optimistic wherever round trips
+matter.
 
 Teardown always runs: ``Testbed`` is a context manager that also tears down from ``atexit`` and on
 SIGTERM/SIGHUP (turned into ``SystemExit`` so ``finally`` blocks run; later signals are ignored so
@@ -47,6 +53,7 @@ import atexit
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -70,9 +77,10 @@ HOME_WAN_BASE = 100  # router j's bridge address is SUBNET.(100 + j)
 HOME_SUBNET = "10.214"  # home j's LAN is 10.214.j.0/24
 BRIDGE = "br0"
 NODE_IF = "veth0"
+RELAY_PORT = 7399  # the delay relay in each namespace (nothing else listens there on it)
 TCP_FRAMING = 1448 / 1514  # TCP payload per Ethernet frame at MTU 1500 (timestamps on): goodput bound / tbf rate
 
-Runner = Callable[[Sequence[str]], None]
+Runner = Callable[..., None]  # (cmd, stdin=None)
 
 
 class NeedsRootError(RuntimeError):
@@ -105,6 +113,7 @@ class Topology:
     up_mbit: float | None = None
     down_mbit: float | None = None
     homes: int = 0  # nodes behind their own NAT router (namespaces r<j>, h<j>)
+    delay_ms: float = 0.0  # one-way delay of every connection (its dialer's relay holds each direction)
 
     def __post_init__(self) -> None:
         if not 1 <= self.nodes <= 99:
@@ -116,6 +125,8 @@ class Topology:
         for cap in (self.up_mbit, self.down_mbit):
             if cap is not None and not 0.1 <= cap <= 10_000:
                 raise ValueError(f"cap {cap} Mbit/s is out of range")
+        if not 0 <= self.delay_ms <= 5_000:
+            raise ValueError(f"one-way delay {self.delay_ms} ms is out of range (0..5000)")
 
     @property
     def hub(self) -> str:
@@ -249,6 +260,18 @@ class Topology:
                     cmds.append(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", *tbf_args(cap)])
         return cmds
 
+    @property
+    def dialers(self) -> list[str]:
+        """The namespaces whose outgoing TCP gets the delay: every node and every home machine."""
+        return [self.ns(i) for i in range(1, self.nodes + 1)] + [self.home(j) for j in range(1, self.homes + 1)]
+
+    def relay_commands(self) -> list[list[str]]:
+        """The delay relays (long-running: the testbed starts and reaps them); none when D = 0."""
+        if not self.delay_ms:
+            return []
+        return [["ip", "netns", "exec", ns, sys.executable, "-m", "benchmarks.delayrelay",
+                 "--port", str(RELAY_PORT), "--delay-ms", f"{self.delay_ms:g}"] for ns in self.dialers]
+
     def teardown_commands(self) -> list[list[str]]:
         """Homes, routers and nodes first (their veths go with them), then the hub."""
         return [["ip", "netns", "del", ns] for ns in reversed(self.namespaces)]
@@ -257,8 +280,9 @@ class Topology:
 # ---------------------------------------------------------------------------------------- running
 
 
-def _run(cmd: Sequence[str]) -> None:
-    stdin = Topology.nat_ruleset() if list(cmd[-3:]) == ["nft", "-f", "-"] else None
+def _run(cmd: Sequence[str], stdin: str | None = None) -> None:
+    if stdin is None and list(cmd[-3:]) == ["nft", "-f", "-"]:
+        stdin = Topology.nat_ruleset()
     try:
         subprocess.run(list(cmd), check=True, capture_output=True, text=True, timeout=20, input=stdin)
     except subprocess.CalledProcessError as e:
@@ -348,12 +372,13 @@ class Testbed:
         self._runner = runner
         self._anchor: subprocess.Popen[bytes] | None = None
         self._janitor: subprocess.Popen[bytes] | None = None
+        self._relays: list[subprocess.Popen[str]] = []
         self._up = False
         self._restore_signals: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> Testbed:
-        require_root(nat=self.topo.homes > 0)
+        require_root(nat=self.topo.homes > 0 or self.topo.delay_ms > 0)
         atexit.register(self.teardown)
         # SIGTERM/SIGHUP unwind (once), so teardown runs; SIGINT stays the caller's (KeyboardInterrupt unwinds too)
         self._restore_signals = unwind_on_signals(lambda signum: SystemExit(128 + signum), (signal.SIGTERM, signal.SIGHUP))
@@ -372,10 +397,27 @@ class Testbed:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the hub's anchor process did not enter its namespace")
                 time.sleep(0.02)
+            self._start_relays()
         except BaseException:
             self.teardown()
             raise
         return self
+
+    def _start_relays(self) -> None:
+        """One delay relay per dialing namespace, then the redirect that sends its TCP through it."""
+        from benchmarks.delayrelay import nft_ruleset
+
+        for cmd in self.topo.relay_commands():
+            self._relays.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                                                 cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                                 start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL)))
+        for ns, relay in zip(self.topo.dialers, self._relays):
+            assert relay.stdout is not None
+            ready, _, _ = select.select([relay.stdout], [], [], 15)
+            line = relay.stdout.readline().strip() if ready else ""  # "ready" once listening (or EOF: it died)
+            if line != "ready":
+                raise RuntimeError(f"the delay relay in {ns} did not start (exit {relay.poll()})")
+            self._runner(["ip", "netns", "exec", ns, "nft", "-f", "-"], nft_ruleset(RELAY_PORT))
 
     def __exit__(self, *exc: object) -> None:
         self.teardown()
@@ -388,6 +430,10 @@ class Testbed:
             _kill_namespace_processes(ns)  # the anchor and any node still running
         if self._anchor is not None:
             self._anchor.wait(5)
+        for relay in self._relays:
+            if relay.poll() is None:
+                relay.kill()
+            relay.wait(5)
         for cmd in self.topo.teardown_commands():
             try:
                 self._runner(cmd)
