@@ -14,6 +14,8 @@ Map of this package::
     netns.py               the shaped-link testbed: network namespaces, a bridge, `tc tbf`, byte counters,
                            latency through delayrelay.py
     delayrelay.py          the testbed's latency: a transparent TCP relay (nftables redirect) holding bytes D ms
+    pgserver.py            a throwaway PostgreSQL server (temp dir, unprivileged user, Unix socket only) for the
+                           ledger's PostgreSQL tests and the ingest benchmark
     swarm_tax.py           communication tax and bytes vs the all-reduce bound of a loopback swarm
     coordinator_ingest.py  coordinator ingest rate and state latency, on loopback
     data_prepare.py        ``swarm data prepare`` at scale: a generated corpus of N GB -> shards, peak memory

@@ -12,7 +12,9 @@ Map of this package::
     cost.py      pure cost model (price per node, $/1M tokens, burn, time to target); sim reuses it
     planner.py   pure cost planner: budget, active / standby for paid peers, round size, forecast; sim reuses it
     plans.py     the plan service: ledger rows -> planner -> a Plan signed with the run key; budget changes
-    store.py     the only SQL: SQLite (WAL) schema, versioned migrations, inserts and queries
+    store.py     the only ledger SQL: schema, versioned migrations, inserts and queries (one text, both engines)
+    database.py  the two engines: SQLite (a file, the default) and PostgreSQL (a URL several coordinators
+                 share); DDL translation, placeholders, the writers' lock, rows by name
     ingest.py    the acceptance pipeline: verify, check, group-commit to the ledger, count rejections;
                  validators' verdicts only from the peer ids the operator listed (``validators``)
     snapshot.py  pure builder of the dashboard snapshot from ledger rows
@@ -30,7 +32,7 @@ Map of this package::
     cli.py       `swarm coordinator` / `python -m coordinator`
     static/      the dashboard: index.html, app.js, style.css, vendor/ (Chart.js, MIT)
 
-Allowed imports: stdlib, ``protocol``, aiohttp, prometheus_client. Never torch, hivemind, libp2p,
-``node`` or ``sim`` (import-linter). ``cost``, ``states``, ``planner`` and ``ledger`` import only stdlib
-and ``protocol`` so that ``sim`` can reuse them.
+Allowed imports: stdlib, ``protocol``, aiohttp, prometheus_client, psycopg (only for a PostgreSQL ledger).
+Never torch, hivemind, libp2p, ``node`` or ``sim`` (import-linter). ``cost``, ``states``, ``planner``
+and ``ledger`` import only stdlib and ``protocol`` so that ``sim`` can reuse them.
 """

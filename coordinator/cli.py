@@ -37,6 +37,7 @@ from protocol.manifest import parse_manifest_file
 from .app import create_app
 from .config import TOKEN_COUNTS, CoordinatorConfig
 from .cost import PriceTable
+from .database import DATABASE_ERRORS, describe, ledger_target
 from .keys import JOIN
 from .planner import Budget
 from .runkey import join_info
@@ -75,8 +76,8 @@ def _env_default(flag: str, field: str | None, kind: Any, default: Any) -> Any:
 
 def _add_field_flag(p: argparse.ArgumentParser, flag: str, field: str) -> None:
     info = CoordinatorConfig.model_fields[field]
-    kind: Any = float if field in TOKEN_COUNTS else next(t for t in get_args(info.annotation) or (info.annotation,)
-                                                          if t is not type(None))
+    kind: Any = next(t for t in get_args(info.annotation) or (info.annotation,) if t is not type(None))
+    kind = float if field in TOKEN_COUNTS else ledger_target if field == "db_path" else kind
     default = _DEFAULT_DB if field == "db_path" else info.get_default(call_default_factory=True)
     opts: dict[str, Any] = {"help": info.description}
     if kind is bool:
@@ -169,7 +170,7 @@ async def serve(config: CoordinatorConfig, *, port_file: Path | None = None, sto
         port = runner.addresses[0][1]
         scheme = "https" if config.tls_cert else "http"
         logger.info("coordinator for run %r listening on %s://%s:%d/ (ledger %s)", config.run_id, scheme, config.host, port,
-                    config.db_path)
+                    describe(config.db_path))
         join = app[JOIN]
         if not config.public_url:  # the port is known only now (0 picks one)
             join.update(join_info(f"{scheme}://{config.host}:{port}", join["run_key"]))
@@ -187,7 +188,8 @@ async def serve(config: CoordinatorConfig, *, port_file: Path | None = None, sto
 def build_budget_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="swarm coordinator budget",
                                 description="change a running run's budget (signed with the run key)")
-    p.add_argument("--db", type=Path, required=True, help="the coordinator's ledger (its run key file lies beside it)")
+    p.add_argument("--db", type=ledger_target, required=True,
+                   help="the coordinator's ledger (a SQLite ledger's run key file lies beside it)")
     p.add_argument("--run-key-file", type=Path, default=None, help="the run key, if not beside the ledger")
     p.add_argument("--url", default="http://127.0.0.1:8080", help="the running coordinator")
     p.add_argument("--cap-per-hour", type=float, default=None, help="$/h cap; negative clears it")
@@ -207,7 +209,11 @@ def budget_main(argv: list[str]) -> int:
     from protocol import BudgetChange, Identity, seal
 
     args = build_budget_parser().parse_args(argv)
-    key_file = args.run_key_file or CoordinatorConfig(db_path=args.db).run_key_file
+    try:
+        key_file = args.run_key_file or CoordinatorConfig(db_path=args.db).run_key_file
+    except ValueError as e:
+        print(f"swarm coordinator budget: {e}", file=sys.stderr)
+        return 2
     if not key_file.exists():
         print(f"swarm coordinator budget: no run key at {key_file} (give --db of the running coordinator's ledger)",
               file=sys.stderr)
@@ -270,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         logger.error("bad configuration: %s", e)
         return 2
+    except DATABASE_ERRORS as e:  # a server that is down, refuses us, or a file that is not a ledger
+        logger.error("cannot open the ledger %s: %s", describe(config.db_path), str(e).strip().splitlines()[0])
+        return 1
     except OSError as e:
         logger.error("cannot serve on %s:%d: %s", config.host, config.port, e)
         return 1

@@ -15,13 +15,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, InstanceOf, field_validator, model_validator
+from pydantic import BeforeValidator, Field, InstanceOf, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol import DecodeError, ProtocolError, RunManifest, public_key_from_peer_id
 from protocol.manifest import parse_manifest_file
 
 from .cost import PriceTable
+from .database import is_url, ledger_target
 from .planner import Budget
 from .plausibility import Limits
 from .states import StateThresholds
@@ -34,7 +35,9 @@ TOKEN_COUNTS = ("target_tokens", "corpus_tokens")  # written as 2e9 as often as 
 class CoordinatorConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWARM_COORDINATOR_", extra="forbid", frozen=True)
 
-    db_path: Path = Field(..., description="SQLite ledger file; created with its schema if missing")
+    db_path: Annotated[Path | str, BeforeValidator(ledger_target)] = Field(..., description=(
+        "the ledger: a SQLite file (created with its schema if missing) or a postgresql:// URL, which several "
+        "coordinators may share (docs/operators.md)"))
     manifest: Annotated[InstanceOf[RunManifest], NoDecode] = Field(
         default_factory=lambda: RunManifest(run_id="demo"), description="run manifest, or its file (TOML or msgpack)")
     host: str = Field(default="127.0.0.1", description="interface to bind (loopback unless told otherwise)")
@@ -131,6 +134,13 @@ class CoordinatorConfig(BaseSettings):
     prices: InstanceOf[PriceTable] = Field(default_factory=PriceTable, description="$/h of GPUs, CPUs and electricity (cost.py)")
 
     @model_validator(mode="after")
+    def _shared_ledger_names_its_run_key(self) -> CoordinatorConfig:
+        if is_url(self.db_path) and self.run_key_path is None:
+            raise ValueError("a PostgreSQL ledger needs --run-key-file: every coordinator of the run signs with one key "
+                             "(give each the same file, e.g. from one Kubernetes Secret)")
+        return self
+
+    @model_validator(mode="after")
     def _streams_per_ip_below_the_cap(self) -> CoordinatorConfig:
         """One address must never be able to take every slot (issue 23)."""
         if self.sse_per_ip >= self.sse_max_clients:
@@ -200,7 +210,10 @@ class CoordinatorConfig(BaseSettings):
 
     @property
     def run_key_file(self) -> Path:
-        return self.run_key_path or self.db_path.with_name(self.db_path.name + ".runkey")
+        if self.run_key_path is not None:
+            return self.run_key_path
+        assert isinstance(self.db_path, Path)  # a URL's run key is named (_shared_ledger_names_its_run_key)
+        return self.db_path.with_name(self.db_path.name + ".runkey")
 
     @property
     def run_id(self) -> str:

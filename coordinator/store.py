@@ -1,4 +1,5 @@
-"""The ledger on disk: SQLite in WAL mode. The only module with SQL in it.
+"""The ledger: SQLite in WAL mode (a file) or PostgreSQL (a URL; ``database.py`` holds the engines and
+how one text of SQL runs on both). The only module with the ledger's SQL in it.
 
 Schema (version 8; later versions append to :data:`MIGRATIONS`, never edit a released one)::
 
@@ -40,13 +41,14 @@ group lists; it only ever goes from unconfirmed to confirmed.
 
 Threading: one connection writes and one reads (WAL lets them run concurrently); each is used
 from a single dedicated thread by its owner (``ingest.Ingestor`` and ``hub.Hub``).
-``synchronous=FULL``: a commit is on disk before ``apply`` returns, so the acknowledgement
-that follows it never promises more than the disk holds.
+``synchronous=FULL`` (SQLite; PostgreSQL's default ``synchronous_commit=on``): a commit is on disk
+before ``apply`` returns, so the acknowledgement that follows it never promises more than the disk holds.
+Several coordinators may write one PostgreSQL ledger: write transactions are serialised there
+(``database.WRITE_LOCK``) and each re-reads the run's current round, so the checks see every commit.
 """
 from __future__ import annotations
 
 import logging
-import sqlite3
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ from typing import Any
 
 from protocol import ContributionReport, Heartbeat, OutlierReport, SpotCheckVerdict
 
+from .database import DATABASE_ERRORS, Connection, Database
 from .ledger import (
     Reject, check_seq_window, classify_replay, device_label, display_name, group_size, needed_confirmations,
 )
@@ -64,6 +67,12 @@ __all__ = ["MIGRATIONS", "SPOT_CHECK_FLAG", "Incoming", "StorageFailure", "Store
 logger = logging.getLogger(__name__)
 INT64_MAX = 2**63 - 1
 SPOT_CHECK_FLAG = "spot_check"  # flags.reason of validators' failed verdicts (whatever the verdict's own reason)
+_PLAN_FIGURES = ("made_at", "round", "cap_usd_per_hour", "planned_burn", "ledger_burn", "spent_usd", "usd_to_target",
+                 "usd_to_target_low", "usd_to_target_high", "standby")  # plans' columns besides seq and the envelope
+# peers' columns a message sets only if it is the peer's newest (upsert: the stored row's last_seq is older)
+_NEWEST_WINS_SQL = ",\n".join(
+    f"{col} = CASE WHEN excluded.last_seq > peers.last_seq THEN excluded.{col} ELSE peers.{col} END"
+    for col in ("public_name", "last_status", "device", "device_count", "memory_gb", "declared_price"))
 
 MIGRATIONS: list[str] = [
     # version 1
@@ -208,24 +217,17 @@ class StorageFailure(Exception):
 
 
 Outcome = str | Reject | StorageFailure  # "accepted" | "duplicate" | a Reject | a StorageFailure
-_WRITE_ERRORS = (sqlite3.Error, OverflowError, ValueError)  # OverflowError: an int SQLite cannot hold
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+# OverflowError: an int SQLite cannot hold (PostgreSQL says so with a DataError, one of DATABASE_ERRORS)
+_WRITE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, OverflowError, ValueError)
 
 
 class Store:
-    """The SQLite ledger. ``apply`` from one thread, the read methods from one other."""
+    """The ledger, on SQLite or PostgreSQL (``database.py``). ``apply`` from one thread, the read
+    methods from one other."""
 
     def __init__(
         self,
-        path: str | Path,
+        target: str | Path,
         *,
         migrations: Sequence[str] = MIGRATIONS,
         round_lead: int = 1000,
@@ -236,19 +238,19 @@ class Store:
         seq_window: int = 2**20,
         seq_per_s: float = 2.0,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = Database(target)
+        self.path = self.db.path  # the SQLite file; None on PostgreSQL
         self._closed = False
         self.round_lead, self.round_lag, self.start_round = round_lead, round_lag, start_round
         self.flag_quorum = flag_quorum
         self.seq_window, self.seq_per_s = seq_window, seq_per_s  # ledger.check_seq_window
         self.online_gap_s = online_gap_s  # a longer silence was time offline (coordinator.states' stale_after_s)
         self._counts_online = len(migrations) >= 8
-        self._w = _connect(self.path)
+        self._w = self.db.connect()
         self._migrate(migrations)
-        self._r = _connect(self.path)
-        self._r.execute("PRAGMA query_only=ON")
-        self._current = self._load_current_round(self._w) if len(migrations) >= 5 else start_round
+        self._r = self.db.connect(readonly=True)
+        self._tracks_round = len(migrations) >= 5
+        self._current = self._load_current_round(self._w) if self._tracks_round else start_round
 
     # --- schema -------------------------------------------------------------------------------
 
@@ -259,11 +261,10 @@ class Store:
                 f"ledger {self.path} has schema version {current}, newer than this coordinator's {len(migrations)}"
             )
         for version, script in enumerate(migrations[current:], start=current + 1):
-            logger.info("migrating ledger %s to schema version %d", self.path, version)
-            # executescript commits on its own; the version bump rides in the same script
-            self._w.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+            if self._w.migrate(version, script):  # False: another coordinator on the server got there first
+                logger.info("migrated ledger %s to schema version %d", self.db, version)
 
-    def _load_current_round(self, conn: sqlite3.Connection) -> int:
+    def _load_current_round(self, conn: Connection) -> int:
         row = conn.execute("SELECT MAX(round) FROM reports WHERE confirmed = 1").fetchone()
         return max(self.start_round, row[0] if row and row[0] is not None else 0)
 
@@ -274,16 +275,20 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return int(self._w.execute("PRAGMA user_version").fetchone()[0])
+        return self._w.schema_version()
+
+    @property
+    def engine(self) -> str:
+        return self._w.engine
 
     @property
     def journal_mode(self) -> str:
-        return str(self._w.execute("PRAGMA journal_mode").fetchone()[0])
+        return self._w.journal_mode()
 
     @property
     def is_open(self) -> bool:
-        """Open and its file still on disk (readiness; touches neither connection's thread)."""
-        return not self._closed and self.path.exists()
+        """Open and (SQLite) its file still on disk (readiness; touches neither connection's thread)."""
+        return not self._closed and self.db.exists()
 
     def close(self) -> None:
         self._closed = True
@@ -317,12 +322,14 @@ class Store:
 
     def _transaction(self, items: Sequence[Incoming]) -> list[Outcome]:
         c = self._w
-        c.execute("BEGIN IMMEDIATE")
+        c.begin()
         try:
+            if self._tracks_round:  # another coordinator on the same server may have confirmed rounds
+                self._current = self._load_current_round(c)
             outcomes = [self._apply_one(item) for item in items]
-            c.execute("COMMIT")
+            c.commit()
         except BaseException:
-            c.execute("ROLLBACK")
+            c.rollback()
             self._current = self._load_current_round(c)  # confirmations of the batch are gone too
             raise
         return outcomes
@@ -409,21 +416,16 @@ class Store:
         hw = m.hardware
         # SET expressions see the old row, so "newer" compares against the stored last_seq
         c.execute(
-            """
+            f"""
             INSERT INTO peers (peer_id, public_name, first_seen, last_seen, last_seq, last_status,
                                device, device_count, memory_gb, declared_price, last_round)
             VALUES (?,?,?,?,?,?,?,?,?,?,?)
             ON CONFLICT (peer_id) DO UPDATE SET
-                first_seen = MIN(first_seen, excluded.first_seen),
-                last_seen = MAX(last_seen, excluded.last_seen),
-                public_name = IIF(excluded.last_seq > last_seq, excluded.public_name, public_name),
-                last_status = IIF(excluded.last_seq > last_seq, excluded.last_status, last_status),
-                device = IIF(excluded.last_seq > last_seq, excluded.device, device),
-                device_count = IIF(excluded.last_seq > last_seq, excluded.device_count, device_count),
-                memory_gb = IIF(excluded.last_seq > last_seq, excluded.memory_gb, memory_gb),
-                declared_price = IIF(excluded.last_seq > last_seq, excluded.declared_price, declared_price),
-                last_round = MAX(last_round, excluded.last_round),
-                last_seq = MAX(last_seq, excluded.last_seq)
+                first_seen = LEAST(peers.first_seen, excluded.first_seen),
+                last_seen = GREATEST(peers.last_seen, excluded.last_seen),
+                {_NEWEST_WINS_SQL},
+                last_round = GREATEST(peers.last_round, excluded.last_round),
+                last_seq = GREATEST(peers.last_seq, excluded.last_seq)
             """,
             (m.peer_id, display_name(m.public_name, m.peer_id), seen_at, seen_at, m.seq, status,
              device_label(hw.device), hw.count, hw.memory_gb, m.price_per_hour, m.round),
@@ -435,7 +437,7 @@ class Store:
             self._event(seen_at, "join", m.peer_id, device_label(hw.device))
         if isinstance(m, Heartbeat):
             c.execute(
-                "UPDATE peers SET tokens_total_heartbeat = MAX(tokens_total_heartbeat, ?) WHERE peer_id = ?",
+                "UPDATE peers SET tokens_total_heartbeat = GREATEST(tokens_total_heartbeat, ?) WHERE peer_id = ?",
                 (m.tokens_total, m.peer_id),
             )
             # what the node says of itself, from its newest heartbeat (last_seq was just raised to it)
@@ -447,11 +449,11 @@ class Store:
 
     def _insert_report(self, r: ContributionReport, received_at: float, seen_at: float, standby: bool = False) -> None:
         c = self._w
-        flagged = c.execute(  # flags may arrive before the claim they are about
+        flagged = int(c.execute(  # flags may arrive before the claim they are about (a bool on PostgreSQL)
             """SELECT EXISTS (SELECT 1 FROM flags WHERE peer_id = ? AND round = ?
                               GROUP BY reason HAVING COUNT(DISTINCT reporter) >= ?)""",
             (r.peer_id, r.round, self.flag_quorum),
-        ).fetchone()[0]
+        ).fetchone()[0])
         c.execute(  # confirmed later, in _settle, once enough group members agree (never while standby)
             """INSERT INTO reports (peer_id, seq, round, tokens, samples, compute_s, wall_s, bytes_sent,
                    bytes_received, payload_bytes, val_bpb, train_loss, ok, confirmed, sent_at, received_at, blocked_s,
@@ -470,8 +472,8 @@ class Store:
                    compute_s = compute_s + ?, wall_s = wall_s + ?, bytes_sent = bytes_sent + ?,
                    bytes_received = bytes_received + ?, payload_bytes = payload_bytes + ?,
                    blocked_s = blocked_s + ?, blocked_wall_s = blocked_wall_s + ?,
-                   last_tokens_per_s = IIF(? > last_report_seq, ?, last_tokens_per_s),
-                   last_report_seq = MAX(last_report_seq, ?)
+                   last_tokens_per_s = CASE WHEN ? > last_report_seq THEN ? ELSE last_tokens_per_s END,
+                   last_report_seq = GREATEST(last_report_seq, ?)
                WHERE peer_id = ?""",
             (int(not r.ok), ok_tokens, 0, r.compute_s, billed_s, r.bytes_sent,
              r.bytes_received, r.payload_bytes, r.blocked_s or 0.0, r.wall_s if r.blocked_s is not None else 0.0,
@@ -487,10 +489,10 @@ class Store:
             """INSERT INTO rounds (round, reports, tokens, max_wall_s, val_sum, val_n, first_at, last_at)
                VALUES (?, 1, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (round) DO UPDATE SET
-                   reports = reports + 1, tokens = tokens + excluded.tokens,
-                   max_wall_s = MAX(max_wall_s, excluded.max_wall_s),
-                   val_sum = val_sum + excluded.val_sum, val_n = val_n + excluded.val_n,
-                   first_at = MIN(first_at, excluded.first_at), last_at = MAX(last_at, excluded.last_at)""",
+                   reports = rounds.reports + 1, tokens = rounds.tokens + excluded.tokens,
+                   max_wall_s = GREATEST(rounds.max_wall_s, excluded.max_wall_s),
+                   val_sum = rounds.val_sum + excluded.val_sum, val_n = rounds.val_n + excluded.val_n,
+                   first_at = LEAST(rounds.first_at, excluded.first_at), last_at = GREATEST(rounds.last_at, excluded.last_at)""",
             (r.round, r.tokens, r.wall_s, r.val_bpb or 0.0, int(r.val_bpb is not None), seen_at, seen_at),
         )
 
@@ -543,7 +545,7 @@ class Store:
         of ``_apply_one``), so that the flag and its effect commit together."""
         c = self._w
         cur = c.execute(
-            "INSERT OR IGNORE INTO flags (peer_id, reason, round, reporter, at, detail) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO flags (peer_id, reason, round, reporter, at, detail) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (peer_id, reason, rnd, reporter, at, detail[:200]),
         )
         if cur.rowcount != 1:
@@ -577,7 +579,7 @@ class Store:
 
     def save_budget_change(self, seq: int, at: float, fields: dict[str, Any], envelope: bytes, detail: str) -> None:
         c = self._w
-        c.execute("BEGIN IMMEDIATE")
+        c.begin()
         try:
             c.execute(
                 """INSERT INTO budget_changes (seq, at, cap_usd_per_hour, total_usd, deadline, target_tokens, envelope)
@@ -586,28 +588,27 @@ class Store:
                  fields.get("target_tokens"), envelope),
             )
             self._event(at, "budget", "", detail)
-            c.execute("COMMIT")
+            c.commit()
         except BaseException:
-            c.execute("ROLLBACK")
+            c.rollback()
             raise
 
     def save_plan(self, row: dict[str, Any], envelope: bytes, changes: Sequence[tuple[str, str, str]]) -> None:
         """One plan and an event for every peer whose state it changed: (peer, "active"|"standby", why)."""
         c = self._w
-        c.execute("BEGIN IMMEDIATE")
+        c.begin()
         try:
             c.execute(
-                """INSERT OR REPLACE INTO plans (seq, made_at, round, cap_usd_per_hour, planned_burn, ledger_burn, spent_usd,
-                       usd_to_target, usd_to_target_low, usd_to_target_high, standby, envelope)
-                   VALUES (:seq, :made_at, :round, :cap_usd_per_hour, :planned_burn, :ledger_burn, :spent_usd,
-                       :usd_to_target, :usd_to_target_low, :usd_to_target_high, :standby, :envelope)""",
+                f"""INSERT INTO plans (seq, {", ".join(_PLAN_FIGURES)}, envelope)
+                    VALUES (:seq, {", ".join(":" + f for f in _PLAN_FIGURES)}, :envelope)
+                    ON CONFLICT (seq) DO UPDATE SET {", ".join(f"{f} = excluded.{f}" for f in (*_PLAN_FIGURES, "envelope"))}""",
                 {**row, "envelope": envelope},
             )
             for peer_id, state, why in changes:
                 self._event(row["made_at"], state, peer_id, why)
-            c.execute("COMMIT")
+            c.commit()
         except BaseException:
-            c.execute("ROLLBACK")
+            c.rollback()
             raise
 
     def budget_changes(self) -> list[dict[str, Any]]:
@@ -620,7 +621,8 @@ class Store:
 
     def _insert_outliers(self, m: OutlierReport) -> None:
         self._w.executemany(
-            "INSERT OR IGNORE INTO outliers (round, reducer, member, max_ratio, min_ratio, clipped, seq) VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO outliers (round, reducer, member, max_ratio, min_ratio, clipped, seq) VALUES (?,?,?,?,?,?,?)"
+            " ON CONFLICT DO NOTHING",
             [
                 (m.round, m.peer_id, o.peer_id, o.max_ratio, o.min_ratio, o.clipped, m.seq)
                 for o in m.outliers
@@ -633,9 +635,7 @@ class Store:
     def plans(self, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` plans' figures, oldest first (no envelopes)."""
         rows = self._r.execute(
-            """SELECT seq, made_at, round, cap_usd_per_hour, planned_burn, ledger_burn, spent_usd, usd_to_target,
-                      usd_to_target_low, usd_to_target_high, standby FROM plans ORDER BY seq DESC LIMIT ?""",
-            (limit,),
+            f"SELECT seq, {', '.join(_PLAN_FIGURES)} FROM plans ORDER BY seq DESC LIMIT ?", (limit,),
         ).fetchall()
         return [dict(row) for row in reversed(rows)]
 
@@ -703,10 +703,11 @@ class Store:
         """Per peer, its ok reports of rounds <= ``until_round``: tokens, confirmed tokens, wall seconds."""
         rows = self._r.execute(
             """SELECT r.peer_id, p.public_name, p.device, p.device_count,
-                      SUM(r.tokens) AS tokens, SUM(IIF(r.confirmed = 1, r.tokens, 0)) AS confirmed_tokens,
+                      SUM(r.tokens) AS tokens, SUM(CASE WHEN r.confirmed = 1 THEN r.tokens ELSE 0 END) AS confirmed_tokens,
                       SUM(r.wall_s) AS wall_s
                FROM reports r JOIN peers p ON p.peer_id = r.peer_id
-               WHERE r.ok = 1 AND r.round <= ? GROUP BY r.peer_id""", (until_round,))
+               WHERE r.ok = 1 AND r.round <= ? GROUP BY r.peer_id, p.public_name, p.device, p.device_count""",
+            (until_round,))
         return [dict(row) for row in rows]
 
     def report(self, peer_id: str, seq: int) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 #   torch first, pinned to the CPU build (a bare `torch` requirement would pull CUDA wheels);
 #   Debian's chromium for the dashboard's browser test (Playwright drives it; nothing is downloaded),
 #   systemd's systemd-analyze for the unit checks (tests/ops/test_systemd.py), and
-#   nftables for the NAT testbed's home routers (tests/node/test_nat_swarm.py, root).
+#   nftables for the NAT testbed's home routers (tests/node/test_nat_swarm.py, root), and
+#   postgresql's server binaries for the ledger's PostgreSQL cases (benchmarks/pgserver.py starts one per run).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not swarm"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ command -v chromium >/dev/null 2>&1 || DEBS+=(chromium)
 command -v ip >/dev/null 2>&1 || DEBS+=(iproute2)
 command -v nft >/dev/null 2>&1 || DEBS+=(nftables)
 command -v systemd-analyze >/dev/null 2>&1 || DEBS+=(systemd)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || DEBS+=(postgresql)
 if [ ${#DEBS[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -q

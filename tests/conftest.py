@@ -84,6 +84,13 @@ def _terminate(procs: list[psutil.Process]) -> None:
     psutil.wait_procs(alive, timeout=_GRACE_S)
 
 
+def _forked_by(proc: psutil.Process, owners: set[int]) -> bool:
+    try:
+        return any(parent.pid in owners for parent in proc.parents())
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _reap_all_descendants() -> Iterator[None]:
     """At session end, kill every process this pytest run started and left behind."""
@@ -99,13 +106,15 @@ def _reap_leaked_processes() -> Iterator[None]:
     """Kill processes a test started and did not stop, and say which.
 
     Processes that already ran before the test (for example those owned by a module- or
-    session-scoped swarm fixture, which pytest sets up before function-scoped fixtures) and
-    ``_PROCESS_WIDE_HELPERS`` are left alone; function-scoped fixtures are torn down before
-    this check runs.
+    session-scoped fixture, which pytest sets up before function-scoped fixtures), what those fork
+    meanwhile (a PostgreSQL server's backend for each connection: theirs to end; SIGKILLing one
+    would send the server into crash recovery) and ``_PROCESS_WIDE_HELPERS`` are left alone;
+    function-scoped fixtures are torn down before this check runs.
     """
     before = {p.pid for p in _live_descendants()}
     yield
-    leaked = [p for p in _live_descendants() if p.pid not in before and _name(p) not in _PROCESS_WIDE_HELPERS]
+    leaked = [p for p in _live_descendants()
+              if p.pid not in before and _name(p) not in _PROCESS_WIDE_HELPERS and not _forked_by(p, before)]
     if leaked:
         names = ", ".join(map(_describe, leaked))
         logger.warning("test leaked %d processes, killing them: %s", len(leaked), names)

@@ -139,19 +139,23 @@ class Coordinator:
         self.stop()
 
 
-def start_coordinator(workdir: Path, manifest: RunManifest | None = None, *, db: Path | None = None, host: str = "127.0.0.1",
-                      port: int = 0, prefix: Sequence[str] = (), args: Sequence[str] = (), timeout: float = 60.0) -> Coordinator:
+def start_coordinator(workdir: Path, manifest: RunManifest | None = None, *, db: Path | str | None = None,
+                      run_key: Path | None = None, host: str = "127.0.0.1", port: int = 0, prefix: Sequence[str] = (),
+                      args: Sequence[str] = (), timeout: float = 60.0) -> Coordinator:
     """Start ``python -m coordinator`` and return once it listens.
 
-    In ``workdir``: ``manifest.msgpack`` (``manifest``, if given), ``ledger.sqlite3`` (unless ``db``),
-    ``coordinator.log`` and ``coordinator.port``. ``port`` 0 takes a free one; ``prefix`` runs it
+    In ``workdir``: ``manifest.msgpack`` (``manifest``, if given), ``ledger.sqlite3`` (unless ``db``: a
+    path or a ``postgresql://`` URL), ``coordinator.log`` and ``coordinator.port``. The run key is
+    ``run_key``, else beside a SQLite ledger, else ``workdir/run.runkey`` (coordinators sharing one
+    PostgreSQL ledger must be given one file). ``port`` 0 takes a free one; ``prefix`` runs it
     elsewhere (a namespace, where ``host`` is its address there); ``args`` are more coordinator flags.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port_file, log = workdir / "coordinator.port", workdir / "coordinator.log"
     port_file.unlink(missing_ok=True)
     db = db or workdir / "ledger.sqlite3"
-    key_file = db.with_name(db.name + ".runkey")  # named here, so the nodes can pin the key it holds
+    # named here, so the nodes can pin the key it holds
+    key_file = run_key or (db.with_name(db.name + ".runkey") if isinstance(db, Path) else workdir / "run.runkey")
     cmd = [*prefix, sys.executable, "-m", "coordinator", "--host", host, "--port", str(port), "--port-file", str(port_file),
            "--db", str(db), "--run-key-file", str(key_file)]
     if manifest is not None:

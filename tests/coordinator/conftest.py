@@ -5,12 +5,18 @@
 - ``make_report`` / ``make_heartbeat``: messages from seeded identities, stamped with ``clock``;
 - ``coordinator_process``: starts ``python -m coordinator`` subprocesses on 127.0.0.1 (port 0) with
   ``node.cli.launcher.start_coordinator`` and stops whatever is left at teardown;
+- ``postgres_server`` (session): a throwaway PostgreSQL server (``benchmarks.pgserver``: Debian's binaries,
+  an unprivileged user, a Unix socket only); missing binaries fail the run under CI;
+- ``new_ledger``: parametrised over both engines, a factory of fresh ledger targets: a SQLite file
+  under ``tmp_path`` or a new database on ``postgres_server`` (what ``Store`` and ``--db`` take);
 - ``dashboard_feed``: the feed behind the browser test: a real 3-node swarm (``swarm_feed.py``)
   reporting to a coordinator subprocess. Anything with the
   :class:`~coordinator_testing.SwarmFeed` interface can stand in.
 """
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,13 +79,42 @@ def make_heartbeat(clock: Clock) -> Callable[..., Heartbeat]:
     return make
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One PostgreSQL server for the session, or None where the binaries are missing outside CI (the
+    PostgreSQL cases then skip; under CI they fail: ``scripts/test.sh`` installs ``postgresql``).
+    Session-scoped and asked for by name, so it starts before any test's process check begins."""
+    from benchmarks.pgserver import PostgresServer, find_bindir
+
+    if find_bindir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries are missing (apt-get install postgresql)")
+        yield None
+        return
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_ledger(request: pytest.FixtureRequest, tmp_path: Path, postgres_server: Any) -> Callable[[], str | Path]:
+    """``new_ledger()``: a fresh, empty ledger target on this case's engine (call it again for another)."""
+    if request.param == "sqlite":
+        count = itertools.count()
+        return lambda: tmp_path / f"ledger-{next(count)}.sqlite3"
+    if postgres_server is None:
+        pytest.skip("no PostgreSQL server binaries here (apt-get install postgresql)")
+    return postgres_server.create_database  # type: ignore[no-any-return]
+
+
 @pytest.fixture
 def coordinator_process(tmp_path: Path) -> Iterator[Callable[..., CoordinatorProcess]]:
-    """Factory: ``start(db, port=0, *extra_args) -> CoordinatorProcess``, listening when returned."""
+    """Factory: ``start(db, port=0, *extra_args, run_key=None) -> CoordinatorProcess``, listening when
+    returned; ``db`` a SQLite path or a PostgreSQL URL (then give ``run_key`` to share one key)."""
     started: list[CoordinatorProcess] = []
 
-    def start(db: Path, port: int = 0, *extra: str, run_id: str = RUN_ID) -> CoordinatorProcess:
-        c = start_coordinator(tmp_path / f"coordinator-{len(started)}", db=db, port=port, timeout=30.0,
+    def start(db: Path | str, port: int = 0, *extra: str, run_id: str = RUN_ID,
+              run_key: Path | None = None) -> CoordinatorProcess:
+        c = start_coordinator(tmp_path / f"coordinator-{len(started)}", db=db, run_key=run_key, port=port, timeout=30.0,
                               args=["--run-id", run_id, "--snapshot-interval", "0.2", *extra])
         handle = CoordinatorProcess(c.proc, c.host, c.port, c.log)
         started.append(handle)

@@ -1,6 +1,8 @@
 """coordinator.cli: the parser surface, manifest and price-table files, and exit codes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from coordinator.cli import build_parser, config_from_args, load_manifest, load_price_table, main
@@ -117,3 +119,15 @@ def test_field_flags_take_their_help_from_the_config():
     actions = {a.dest: a for a in build_parser()._actions}
     for flag, field in FIELD_FLAGS.items():
         assert actions[flag.replace("-", "_")].help == CoordinatorConfig.model_fields[field].description, flag
+
+
+def test_a_postgresql_ledger_needs_a_named_run_key_and_a_reachable_server(tmp_path, capfd):
+    url = f"postgresql://ops:s3cret@/ledger?host={tmp_path / 'no-server'}"
+    assert main(["--db", url, "--port", "0"]) == 2  # coordinators sharing a ledger must share one key file
+    assert "needs --run-key-file" in capfd.readouterr().err
+    assert main(["--db", url, "--run-key-file", str(tmp_path / "run.runkey"), "--port", "0"]) == 1
+    err = capfd.readouterr().err
+    assert "cannot open the ledger postgresql://ops:***@/ledger" in err and "s3cret" not in err
+    parsed = config_from_args(build_parser().parse_args(["--db", url, "--run-key-file", str(tmp_path / "k")]))
+    assert parsed.db_path == url  # a URL stays a URL; a path becomes a Path
+    assert isinstance(config_from_args(build_parser().parse_args(["--db", "l.sqlite3"])).db_path, Path)

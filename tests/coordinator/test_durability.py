@@ -1,23 +1,24 @@
 """Crash the coordinator (SIGKILL) while three reporters send; restart it on the same ledger:
 every message the reporters produced is in the ledger exactly once, and the running totals
-(maintained incrementally, so a double apply would show) equal what the nodes sent."""
+(maintained incrementally, so a double apply would show) equal what the nodes sent. On both
+engines: a SQLite file and a database on a real PostgreSQL server (``new_ledger``)."""
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
 from coordinator_testing import RUN_ID, identity, wait_until
 
+from coordinator.database import Database
 from node.uplink.reporter import Reporter
 from protocol import ContributionReport, Heartbeat
 
 NODES, PER_NODE = 3, 60
 
 
-def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, coordinator_process):
-    db = tmp_path / "ledger.sqlite3"
-    first = coordinator_process(db)
+def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, new_ledger, coordinator_process):
+    db, run_key = new_ledger(), tmp_path / "run.runkey"
+    first = coordinator_process(db, run_key=run_key)
     idents = [identity(10 + i) for i in range(NODES)]
     reporters = [
         Reporter(ident, first.url, tmp_path / f"outbox{i}", timeout=2.0, backoff_base=0.05, backoff_cap=0.3)
@@ -56,7 +57,7 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, coor
         producer.join(timeout=30)
         assert done.is_set()
         assert sum(r.pending for r in reporters) > 0  # the outage left work in the outboxes
-        second = coordinator_process(db, first.port)  # same port: the nodes' URL does not change
+        second = coordinator_process(db, first.port, run_key=run_key)  # same port: the nodes' URL does not change
         wait_until(lambda: all(r.pending == 0 for r in reporters), timeout=60, what="the outboxes to drain")
         assert sum(r.delivered for r in reporters) > killed_at_delivered
         assert all(r.rejected == 0 for r in reporters), [r.last_error for r in reporters]
@@ -65,10 +66,13 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path, coor
         for r in reporters:
             r.stop(flush_timeout=0.0)
 
-    with sqlite3.connect(db) as conn:
-        keys = conn.execute("SELECT peer_id, seq FROM messages").fetchall()
+    conn = Database(db).connect()
+    try:
+        keys = [tuple(row) for row in conn.execute("SELECT peer_id, seq FROM messages").fetchall()]
         report_rows = conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
-        totals = dict(conn.execute("SELECT peer_id, tokens FROM peers").fetchall())
+        totals = {row[0]: row[1] for row in conn.execute("SELECT peer_id, tokens FROM peers").fetchall()}
+    finally:
+        conn.close()
     assert len(keys) == len(produced) == NODES * PER_NODE
     assert set(keys) == set(produced)
     assert report_rows == sum(1 for t in produced.values() if t)

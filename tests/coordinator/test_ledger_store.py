@@ -1,10 +1,11 @@
-"""coordinator.store: schema migrations, WAL, idempotence, and the incremental cross-check."""
+"""coordinator.store: schema migrations, WAL, idempotence, and the incremental cross-check, on both
+engines (``new_ledger``: SQLite files and databases on a real PostgreSQL server)."""
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import random
-import sqlite3
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from coordinator_testing import RUN_ID, T0, identity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coordinator.database import Connection, Database
 from coordinator.ledger import Reject, cross_check
 from coordinator.store import MIGRATIONS, Incoming, Store
 from protocol import ContributionReport, GroupClaim, seal
@@ -29,14 +31,24 @@ def _incoming(i: int, message: ContributionReport) -> Incoming:
     return Incoming(envelope, hashlib.sha256(envelope).digest(), message, T0 + 1)
 
 
-def test_new_ledger_is_wal_at_the_latest_schema(tmp_path):
-    store = Store(tmp_path / "l.sqlite3")
+@contextlib.contextmanager
+def _sql(target: str | Path) -> Iterator[Connection]:
+    """A plain connection to the ledger at ``target`` (either engine; statements commit as they run)."""
+    conn = Database(target).connect()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_new_ledger_is_wal_at_the_latest_schema(new_ledger):
+    store = Store(new_ledger())
     assert store.journal_mode == "wal" and store.schema_version == len(MIGRATIONS)
     store.close()
 
 
-def test_migrations_apply_once_and_keep_data(tmp_path):
-    path = tmp_path / "l.sqlite3"
+def test_migrations_apply_once_and_keep_data(new_ledger):
+    path = new_ledger()
     store = Store(path)
     assert store.apply([_incoming(1, _report(1, 0))]) == ["accepted"]
     store.close()
@@ -51,8 +63,8 @@ def test_migrations_apply_once_and_keep_data(tmp_path):
         Store(path)  # the ledger is newer than this code: refuse rather than guess
 
 
-def test_apply_outcomes_within_one_batch(tmp_path):
-    store = Store(tmp_path / "l.sqlite3")
+def test_apply_outcomes_within_one_batch(new_ledger):
+    store = Store(new_ledger())
     first = _incoming(1, _report(1, 0))
     outcomes = store.apply([first, first, _incoming(1, _report(1, 0, tokens=5)), _incoming(2, _report(2, 0))])
     assert outcomes[:2] == ["accepted", "duplicate"] and outcomes[3] == "accepted"
@@ -63,12 +75,13 @@ def test_apply_outcomes_within_one_batch(tmp_path):
     store.close()
 
 
-def test_envelopes_are_kept_verbatim(tmp_path):
-    store = Store(tmp_path / "l.sqlite3")
+def test_envelopes_are_kept_verbatim(new_ledger):
+    target = new_ledger()
+    store = Store(target)
     item = _incoming(1, _report(1, 0))
     store.apply([item])
     store.close()
-    with sqlite3.connect(tmp_path / "l.sqlite3") as db:
+    with _sql(target) as db:
         (envelope,) = db.execute("SELECT envelope FROM messages").fetchone()
     assert envelope == item.envelope  # the signed bytes: anyone can re-verify the ledger
 
@@ -100,25 +113,24 @@ def _rounds(draw):
     return reports
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_rounds(), st.integers(1, 4))
-def test_incremental_cross_check_matches_the_reference(reports, batch):
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store(Path(tmp) / "l.sqlite3")
-        items = [_incoming(i, r) for i, r in reports]
-        for start in range(0, len(items), batch):
-            store.apply(items[start:start + batch])
-        expected = cross_check(r for _, r in reports)
-        for (peer_id, seq), confirmed in expected.items():
-            assert store.report(peer_id, seq)["confirmed"] == int(confirmed)
-        for row in store.peers():
-            want = sum(r.tokens for _, r in reports if r.peer_id == row["peer_id"] and expected.get((r.peer_id, r.seq)))
-            assert row["confirmed_tokens"] == want
-        store.close()
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(reports=_rounds(), batch=st.integers(1, 4))
+def test_incremental_cross_check_matches_the_reference(new_ledger, reports, batch):
+    store = Store(new_ledger())  # a fresh ledger per example
+    items = [_incoming(i, r) for i, r in reports]
+    for start in range(0, len(items), batch):
+        store.apply(items[start:start + batch])
+    expected = cross_check(r for _, r in reports)
+    for (peer_id, seq), confirmed in expected.items():
+        assert store.report(peer_id, seq)["confirmed"] == int(confirmed)
+    for row in store.peers():
+        want = sum(r.tokens for _, r in reports if r.peer_id == row["peer_id"] and expected.get((r.peer_id, r.seq)))
+        assert row["confirmed_tokens"] == want
+    store.close()
 
 
-def test_reopened_ledger_has_everything(tmp_path):
-    path = tmp_path / "l.sqlite3"
+def test_reopened_ledger_has_everything(new_ledger):
+    path = new_ledger()
     rng = random.Random(3)
     store = Store(path)
     sent = [(i, _report(i, s, tokens=rng.randrange(1, 1000))) for i in range(3) for s in range(5)]
@@ -131,8 +143,8 @@ def test_reopened_ledger_has_everything(tmp_path):
     store.close()
 
 
-def test_version_1_ledger_upgrades_and_counts_network_wait_only_where_measured(tmp_path):
-    path = tmp_path / "l.sqlite3"
+def test_version_1_ledger_upgrades_and_counts_network_wait_only_where_measured(new_ledger):
+    path = new_ledger()
     old = Store(path, migrations=MIGRATIONS[:1])  # a ledger made by a version-1 coordinator
     assert old.schema_version == 1
     old.close()
@@ -150,10 +162,10 @@ def test_version_1_ledger_upgrades_and_counts_network_wait_only_where_measured(t
     store.close()
 
 
-def test_version_3_ledger_upgrades_and_keeps_what_the_newest_heartbeat_says(tmp_path):
+def test_version_3_ledger_upgrades_and_keeps_what_the_newest_heartbeat_says(new_ledger):
     from protocol import Heartbeat
 
-    path = tmp_path / "l.sqlite3"
+    path = new_ledger()
     Store(path, migrations=MIGRATIONS[:3]).close()  # a ledger made by a version-3 coordinator
     store = Store(path)
     assert store.schema_version == len(MIGRATIONS) >= 4
@@ -174,12 +186,12 @@ def test_version_3_ledger_upgrades_and_keeps_what_the_newest_heartbeat_says(tmp_
     store.close()
 
 
-def _v2_ledger_with_data(path: Path) -> tuple[str, str]:
+def _v2_ledger_with_data(path: str | Path) -> tuple[str, str]:
     """A ledger as a version-2 coordinator left it: two peers who confirmed each other in round 1,
     written with version 2's own columns (today's code cannot write that schema)."""
     Store(path, migrations=MIGRATIONS[:2]).close()
     a, b = identity(1).peer_id, identity(2).peer_id
-    with sqlite3.connect(path) as db:
+    with _sql(path) as db:
         for peer, other, tokens in ((a, b, 100), (b, a, 200)):
             db.execute("INSERT INTO messages VALUES (?, 0, 'report', ?, ?, ?, ?)", (peer, T0, T0, b"d" * 32, b"envelope"))
             db.execute(
@@ -199,8 +211,8 @@ def _v2_ledger_with_data(path: Path) -> tuple[str, str]:
     return a, b
 
 
-def test_version_2_ledger_with_data_upgrades_to_the_current_version(tmp_path):
-    path = tmp_path / "l.sqlite3"
+def test_version_2_ledger_with_data_upgrades_to_the_current_version(new_ledger):
+    path = new_ledger()
     a, b = _v2_ledger_with_data(path)
     store = Store(path)
     assert store.schema_version == len(MIGRATIONS) >= 3
@@ -218,17 +230,17 @@ def test_version_2_ledger_with_data_upgrades_to_the_current_version(tmp_path):
                         _incoming(2, _report(2, 1, round=2, tokens=60, group=group))]) == ["accepted", "accepted"]
     assert {p["peer_id"]: p["confirmed_tokens"] for p in store.peers()} == {a: 150, b: 260}
     assert store.current_round == 2
-    with sqlite3.connect(path) as db:
+    with _sql(path) as db:
         assert db.execute("SELECT COUNT(*) FROM messages WHERE stripped = 0").fetchone()[0] == 4
     assert store.add_flag(b, "outlier", 2, a, T0) and not store.add_flag(b, "outlier", 2, a, T0)
     assert store.flags() == {b: {"outlier": 1}}
     store.close()
 
 
-def test_a_quorum_of_flags_takes_a_claims_credit_away(tmp_path):
+def test_a_quorum_of_flags_takes_a_claims_credit_away(new_ledger):
     """The place issue 11 items 3-4 plug into: two distinct reporters flag a claim, it loses its
     confirmation for good; flags that arrive before the claim hold too; one reporter is not enough."""
-    store = Store(tmp_path / "l.sqlite3")
+    store = Store(new_ledger())
     a, b = identity(1).peer_id, identity(2).peer_id
     group = [GroupClaim(a, 100), GroupClaim(b, 200)]
     store.apply([_incoming(1, _report(1, 0, round=1, tokens=100, group=group)),
@@ -251,11 +263,11 @@ def test_a_quorum_of_flags_takes_a_claims_credit_away(tmp_path):
     store.close()
 
 
-def test_online_time_leaves_out_silences_and_gives_the_planners_uptime(tmp_path):
+def test_online_time_leaves_out_silences_and_gives_the_planners_uptime(new_ledger):
     from coordinator.plans import uptime
     from protocol import Heartbeat
 
-    store = Store(tmp_path / "l.sqlite3", online_gap_s=90.0)
+    store = Store(new_ledger(), online_gap_s=90.0)
 
     def beat(seq: int, at: float) -> Incoming:
         hb = Heartbeat(run_id=RUN_ID, peer_id=identity(1).peer_id, seq=seq, sent_at=T0 + at, round=0, status="training")
@@ -271,14 +283,14 @@ def test_online_time_leaves_out_silences_and_gives_the_planners_uptime(tmp_path)
     store.close()
 
 
-def test_a_migrated_ledger_counts_its_peers_as_always_online(tmp_path):
+def test_a_migrated_ledger_counts_its_peers_as_always_online(new_ledger):
     from coordinator.plans import uptime
 
-    path = tmp_path / "l.sqlite3"
+    path = new_ledger()
     old = Store(path, migrations=MIGRATIONS[:7])  # a version-7 coordinator did not count online time
     assert old.apply([_incoming(1, _report(1, 0))]) == ["accepted"]
     old.close()
-    with sqlite3.connect(path) as db:
+    with _sql(path) as db:
         db.execute("UPDATE peers SET last_seen = first_seen + 500")
     store = Store(path)
     (row,) = store.peers()
@@ -286,8 +298,8 @@ def test_a_migrated_ledger_counts_its_peers_as_always_online(tmp_path):
     store.close()
 
 
-def test_link_rates_are_the_median_of_recent_rounds_so_a_joining_round_does_not_set_them(tmp_path):
-    store = Store(tmp_path / "l.sqlite3")
+def test_link_rates_are_the_median_of_recent_rounds_so_a_joining_round_does_not_set_them(new_ledger):
+    store = Store(new_ledger())
     joiner, quiet = identity(1).peer_id, identity(2).peer_id
     # a joining round (state download and matchmaking in its wait: 0.3 MB/s), then rounds at 0.5 MB/s
     waits = [7.0, 3.0, 3.0, 3.0]
