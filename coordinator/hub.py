@@ -109,7 +109,10 @@ class Hub:
         )
         made = None
         if self.planning is not None:
-            made = self.planning.maybe_plan(snapshot, peer_rows, now, self.store.link_rates)
+            try:
+                made = self.planning.maybe_plan(snapshot, peer_rows, now, self.store.link_rates)
+            except Exception:  # the plan in force stays; the dashboard must not stop updating with it
+                logger.exception("could not make a plan (the last one stays in force)")
             add_plan(snapshot, self.planning, self.store.plans(self.config.loss_points), made)
         body = json.dumps(snapshot, separators=(",", ":"), allow_nan=False).encode()
         return snapshot, body, time.perf_counter() - started, made

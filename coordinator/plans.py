@@ -13,6 +13,10 @@ Trust rules (hard to undo, so written here):
 - A budget change is a :class:`protocol.BudgetChange` signed with the run key, for this run, with a
   ``seq`` above every one applied before (no replay, no reordering), sent within ``max_age_s``.
   Every change is kept verbatim in the ledger and shown as a "budget" event.
+- A plan is one envelope (64 KiB cap), so it lists at most :data:`MAX_LISTED_PEERS` peers: every
+  standby peer first, then paid active ones, then volunteers. A peer not listed is active (the
+  protocol's rule), so leaving volunteers out changes nothing a node does; a thousand-peer swarm gets
+  a plan at all (before this, sealing failed and the dashboard stopped updating with it).
 - Standby starts to count one round after the plan's round (a node polls the plan; it needs up to a
   round to hear of it): a report of a later round from a peer on standby is stored but neither
   confirmed nor billed (``Store._insert_report``).
@@ -30,13 +34,19 @@ from protocol import BudgetChange, Hardware, Identity, PeerPlan, Plan, RemotePro
 from .config import CoordinatorConfig
 from .cost import PriceTable, hourly_price
 from .plausibility import Limits, price_cap
-from .planner import Budget, PeerFigures, PlanResult, PlanSettings, allreduce_bytes_per_peer, make_plan, price_check
+from .planner import (
+    Budget, PeerDecision, PeerFigures, PlanResult, PlanSettings, allreduce_bytes_per_peer, make_plan, price_check,
+)
 from .states import PeerState, peer_state
 
-__all__ = ["BudgetRejected", "Planning", "confirmed_share", "figures_from_rows", "price_quote", "uptime"]
+__all__ = [
+    "MAX_LISTED_PEERS", "BudgetRejected", "Planning", "confirmed_share", "figures_from_rows", "listed_decisions",
+    "price_quote", "uptime",
+]
 
 logger = logging.getLogger(__name__)
 
+MAX_LISTED_PEERS = 400  # lines of a plan: ~100 bytes each (a peer id, a state, a reason) under the 64 KiB envelope
 _PLANNABLE = (PeerState.ONLINE.value, PeerState.JOINING.value, PeerState.STANDBY.value)
 
 
@@ -230,9 +240,12 @@ class Planning:
             note = price_check(row["declared_price"], _table_price(row, self.config.prices), self.config.max_price_markup)
             if note and row["declared_price"] > 0:
                 notes.append(f"{row['public_name'] or row['peer_id'][:12]}: {note}")
+        listing = listed_decisions(result.decisions)
+        if sum(not d.active for d in listing) < sum(not d.active for d in result.decisions):
+            notes.append(f"more standby peers than a plan can list ({MAX_LISTED_PEERS}); the rest train on")
         plan = Plan(
             run_id=self.config.run_id, seq=(self.plan.seq + 1) if self.plan else 1, made_at=now, round=round_,
-            peers=[PeerPlan(d.peer_id, "active" if d.active else "standby", d.reason) for d in result.decisions],
+            peers=[PeerPlan(d.peer_id, "active" if d.active else "standby", d.reason) for d in listing],
             cap_usd_per_hour=result.cap_usd_per_hour, total_usd=self.budget.total_usd,
             burn_usd_per_hour=result.burn_usd_per_hour, tokens_per_s=result.tokens_per_s, round_tokens=result.round_tokens,
             eta_s=result.eta_s, eta_low_s=result.eta_low_s, eta_high_s=result.eta_high_s, usd_to_target=result.usd_to_target,
@@ -262,6 +275,12 @@ class Planning:
 
     def peer_states(self) -> dict[str, tuple[str, str]]:
         return {p.peer_id: (p.state, p.reason) for p in self.plan.peers} if self.plan else {}
+
+
+def listed_decisions(decisions: Sequence[PeerDecision], limit: int = MAX_LISTED_PEERS) -> list[PeerDecision]:
+    """The decisions a plan lists: standby first, then paid active peers, then volunteers (active whether
+    listed or not), each group in the planner's order; at most ``limit``."""
+    return sorted(decisions, key=lambda d: (d.active, d.reason == "volunteer"))[:limit]
 
 
 def _table_price(row: Mapping[str, Any], prices: PriceTable) -> float | None:

@@ -1,16 +1,18 @@
 """The cost plan over HTTP: a plan signed with the run key, budget changes only the run key can make,
 and no credit (nor bill) for a round trained on standby."""
 from __future__ import annotations
-
+import hashlib
 
 import pytest
 from coordinator_testing import RUN_ID, identity, post, state
 
 from coordinator.app import create_app
-from coordinator.keys import PLANNING, RUN_KEY
+from coordinator.keys import INGESTOR, PLANNING, RUN_KEY, STORE
+from coordinator.plans import MAX_LISTED_PEERS
 from coordinator.planner import Budget
-from coordinator.store import MIGRATIONS, Store
+from coordinator.store import MIGRATIONS, Incoming, Store
 from protocol import BudgetChange, GroupClaim, Hardware, Plan, SignatureError, open_signed_by, seal
+from protocol.envelope import DEFAULT_MAX_SIZE
 
 VOLUNTEERS, CHEAP, DEAR = (identity(1), identity(2)), identity(3), identity(4)
 PRICES = {CHEAP.peer_id: 1.0, DEAR.peer_id: 2.0}
@@ -156,3 +158,28 @@ async def test_replans_when_peers_come_not_on_every_snapshot(aiohttp_client, con
     await state(client)
     plan = await fetch_plan(client)
     assert plan.seq == first + 1 and plan_states(plan)[DEAR.peer_id] == "standby"
+
+
+async def test_a_thousand_peer_swarm_gets_a_plan_in_one_envelope_and_the_dashboard_keeps_up(capped, make_report, clock):
+    """1,200 volunteers beside the two paid peers: the plan lists the standby peer first and no more lines
+    than fit one envelope (a peer not listed is active); before, sealing failed and the snapshot froze."""
+    await one_round(capped, make_report, 1, 0)
+    app = capped.server.app
+    crowd = []
+    for i in range(1200):
+        ident = identity(300 + i)
+        envelope = seal(make_report(ident, 0, round=1, tokens=1000, hardware=Hardware(device="cpu")), ident)
+        crowd.append(Incoming(envelope, hashlib.sha256(envelope).digest(), make_report(ident, 0, round=1), clock.now))
+    outcomes = await app[INGESTOR].run_in_writer(app[STORE].apply, crowd)
+    assert outcomes == ["accepted"] * len(crowd)
+    app[PLANNING]._force = True  # the set of live peers changed: a plan is due on the next build anyway
+    snap = await state(capped)
+    assert snap["swarm"]["peers"] == 1204
+    resp = await capped.get("/api/v1/plan")
+    body = await resp.read()
+    plan = open_signed_by(body, app[RUN_KEY].peer_id).message
+    assert len(body) <= DEFAULT_MAX_SIZE and len(plan.peers) == MAX_LISTED_PEERS
+    states = [p.state for p in plan.peers]
+    assert plan_states(plan)[DEAR.peer_id] == "standby" and states == sorted(states, reverse=True)  # standby first
+    assert CHEAP.peer_id in plan_states(plan)  # paid: listed before any volunteer
+    assert snap["plan"]["seq"] == plan.seq >= 2
