@@ -18,6 +18,11 @@ checks (seq increasing, one claim per round, confirmation) read and then write, 
 ingesting at once must see each other's commits before they decide. The schema version lives in
 ``PRAGMA user_version`` on SQLite and in the one-row table ``capaswarm_schema`` on PostgreSQL.
 
+Of several coordinators on one server, one at a time makes and signs plans: the one holding the session
+advisory lock :data:`PLANNER_LOCK` (:meth:`Database.leadership`). A coordinator that dies (kill -9 too)
+closes its connection, the server ends its session and the lock is free for the next one that asks;
+one that stays alive holds it (a hung coordinator is the operator's liveness probe to restart).
+
 Each coordinator holds two connections (a writer for the ingest thread, a reader for the hub's), each
 used by one thread only: that is the pool, sized to the two threads that touch the ledger; a broken
 PostgreSQL connection is opened again at the next transaction or read. psycopg (3) is imported only
@@ -33,10 +38,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "DATABASE_ERRORS", "WRITE_LOCK", "Connection", "Database", "ddl_for_postgres", "describe", "is_url", "ledger_target",
+    "DATABASE_ERRORS", "PLANNER_LOCK", "WRITE_LOCK", "Connection", "Database", "Leadership", "ddl_for_postgres",
+    "describe", "is_url", "ledger_target",
 ]
 
 WRITE_LOCK = 0x636170617377  # pg_advisory_xact_lock key of the ledger's writers ("capasw")
+PLANNER_LOCK = 0x63617061706C  # pg_try_advisory_lock key of the one coordinator that plans and signs ("capapl")
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:
@@ -48,6 +55,7 @@ def _database_errors() -> tuple[type[BaseException], ...]:
 
 
 DATABASE_ERRORS = _database_errors()
+_LEADERSHIP_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, ConnectionError)
 
 
 def is_url(target: str | Path) -> bool:
@@ -118,6 +126,10 @@ class Connection:
 
     def schema_version(self) -> int:
         raise NotImplementedError
+
+    def alive(self) -> bool:
+        """The same session as when opened (PostgreSQL reopens a lost one at the next statement)."""
+        return True
 
     def journal_mode(self) -> str:
         return "wal"  # PostgreSQL always logs ahead of its writes; SQLite says what its PRAGMA says
@@ -223,6 +235,9 @@ class _Postgres(Connection):
             self._open()
         return self._c
 
+    def alive(self) -> bool:
+        return self._c is not None and not self._c.closed and not self._c.broken
+
     def _conn(self) -> Any:
         # inside a transaction never reopen: a connection lost mid-transaction must fail it loudly
         return self._c if self._in_transaction else self._live()
@@ -279,6 +294,41 @@ class _Postgres(Connection):
             self._c.close()
 
 
+class Leadership:
+    """Whether this coordinator is the one that plans: always on SQLite (one file, one coordinator); on
+    PostgreSQL while it holds :data:`PLANNER_LOCK` on a connection of its own. ``held()`` asks again
+    each time (cheap): it takes the lock when free, and notices a lost connection (the lock with it)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db, self._held = db, False
+        self._conn: Connection | None = None
+
+    def held(self) -> bool:
+        if self._db.engine == "sqlite":
+            return True
+        try:
+            if self._conn is None:
+                self._conn, self._held = self._db.connect(), False
+            conn = self._conn
+            if self._held and not conn.alive():
+                raise ConnectionError("the planner's session is gone, and its lock with it")
+            if self._held:
+                conn.execute("SELECT 1")
+            else:
+                self._held = bool(conn.execute("SELECT pg_try_advisory_lock(?)", (PLANNER_LOCK,)).fetchone()[0])
+        except _LEADERSHIP_ERRORS:
+            self.release()
+        return self._held
+
+    def release(self) -> None:
+        conn, self._conn, self._held = self._conn, None, False
+        if conn is not None:
+            try:
+                conn.close()  # the session ends, and its lock with it
+            except DATABASE_ERRORS:
+                pass
+
+
 class Database:
     """Where a ledger lives: a SQLite file path or a PostgreSQL URL; opens connections to it."""
 
@@ -295,6 +345,9 @@ class Database:
         if self.path is not None:
             return _Sqlite(self.path, readonly)
         return _Postgres(str(self.target), readonly)
+
+    def leadership(self) -> Leadership:
+        return Leadership(self)
 
     def exists(self) -> bool:
         """Still there (readiness): the file on disk; a server is checked by the reads themselves."""

@@ -5,6 +5,11 @@ moved ``plan_every_rounds`` rounds, ``plan_interval_s`` after the last plan, or 
 that can train changed. The hub calls :meth:`Planning.maybe_plan` on its reader thread after each
 snapshot build; the result is stored by the ledger's writer (``Store.save_plan``).
 
+Several coordinators on one PostgreSQL ledger: each snapshot build first calls :meth:`Planning.follow`
+with what the ledger holds (budget changes, the newest plan) and whether this coordinator holds the
+planner's lock (``Store.lead``). Only the holder plans and signs; the others serve its newest plan
+and apply its standby rule. A new holder picks up at the ledger's newest plan, so seq keeps its order.
+
 Trust rules (hard to undo, so written here):
 
 - A plan is signed with the run key and nothing else; nodes open it with
@@ -134,22 +139,35 @@ class Planning:
         self.standby_from: dict[str, int] = {}  # peer -> the plan round it was put on standby
         self._planned_peers: frozenset[str] = frozenset()
         self._force = True
+        self.leading = True  # this coordinator makes the plans (several on one PostgreSQL ledger: one of them)
 
     # --- state kept in the ledger -------------------------------------------------------------
 
     def restore(self, budget_rows: Sequence[Mapping[str, Any]], last_plan: bytes | None) -> None:
+        """At start-up: the budget and the plan in force, from the ledger."""
+        self.follow(budget_rows, last_plan, self.leading)
+
+    def follow(self, budget_rows: Sequence[Mapping[str, Any]], last_plan: bytes | None, leading: bool) -> None:
+        """Take up what the ledger holds that this coordinator has not seen: budget changes past
+        ``budget_seq`` (another coordinator on the same server may have taken them) and a plan newer
+        than ours (the planning coordinator's). ``leading``: whether this one plans from now on."""
         for row in budget_rows:
-            self._apply_fields(row)
-            self.budget_seq = max(self.budget_seq, int(row["seq"]))
-        if last_plan is not None:
-            try:
-                plan = open_signed_by(last_plan, self.run_key.peer_id).message
-            except RemoteProtocolError:
-                logger.warning("the ledger's last plan is not signed by this run key; planning afresh")
-                return
-            assert isinstance(plan, Plan)
+            if int(row["seq"]) > self.budget_seq:
+                self._apply_fields(row)
+                self.budget_seq = int(row["seq"])
+        self.leading = leading
+        if last_plan is None or last_plan == self.envelope:
+            return
+        try:
+            plan = open_signed_by(last_plan, self.run_key.peer_id).message
+        except RemoteProtocolError:
+            logger.warning("the ledger's last plan is not signed by this run key; planning afresh")
+            return
+        assert isinstance(plan, Plan)
+        if self.plan is None or plan.seq > self.plan.seq:
             self.plan, self.envelope = plan, last_plan
-            self.standby_from = {p.peer_id: plan.round for p in plan.peers if p.state == "standby"}
+            self.standby_from = {p.peer_id: self.standby_from.get(p.peer_id, plan.round)
+                                 for p in plan.peers if p.state == "standby"}
 
     def _apply_fields(self, fields: Mapping[str, Any]) -> None:
         def pick(name: str, old: float | None) -> float | None:
@@ -225,7 +243,7 @@ class Planning:
                 live.append(row)
         peer_ids = frozenset(row["peer_id"] for row in live)
         round_ = int(snapshot["run"]["round"])
-        if not self.due(peer_ids, round_, now):
+        if not self.leading or not self.due(peer_ids, round_, now):
             return None
         previous = {p.peer_id: p.state for p in self.plan.peers} if self.plan else {}
         figures, payload = figures_from_rows(live, self.config.prices, previous, link_rates(peer_ids))
@@ -265,6 +283,7 @@ class Planning:
             "budget": {"cap_usd_per_hour": b.cap_usd_per_hour, "total_usd": b.total_usd, "deadline": b.deadline,
                        "target_tokens": self.target_tokens, "seq": self.budget_seq},
             "seq": None, "made_at": None, "round": None, "notes": self.notes, "run_key": self.run_key.peer_id,
+            "made_here": self.leading,  # this coordinator plans (else another one on the same ledger does)
         }
         if plan is not None:
             out.update({k: getattr(plan, k) for k in (

@@ -249,6 +249,7 @@ class Store:
         self._w = self.db.connect()
         self._migrate(migrations)
         self._r = self.db.connect(readonly=True)
+        self._leadership = self.db.leadership()
         self._tracks_round = len(migrations) >= 5
         self._current = self._load_current_round(self._w) if self._tracks_round else start_round
 
@@ -290,8 +291,13 @@ class Store:
         """Open and (SQLite) its file still on disk (readiness; touches neither connection's thread)."""
         return not self._closed and self.db.exists()
 
+    def lead(self) -> bool:
+        """Whether this coordinator is the one that plans and signs (``database.Leadership``; reader thread)."""
+        return self._leadership.held()
+
     def close(self) -> None:
         self._closed = True
+        self._leadership.release()
         self._r.close()
         self._w.close()
 
@@ -575,7 +581,7 @@ class Store:
         row = self._r.execute("SELECT MAX(round) FROM reports WHERE confirmed = 1").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
-    # --- the cost plan (writer thread) ---------------------------------------------------------
+    # --- the cost plan (writes on the writer thread) ---------------------------------------------
 
     def save_budget_change(self, seq: int, at: float, fields: dict[str, Any], envelope: bytes, detail: str) -> None:
         c = self._w
@@ -611,12 +617,14 @@ class Store:
             c.rollback()
             raise
 
-    def budget_changes(self) -> list[dict[str, Any]]:
-        """Every budget change, oldest first (read at start-up, on the writer's connection)."""
-        return [dict(row) for row in self._w.execute("SELECT * FROM budget_changes ORDER BY seq")]
+    def budget_changes(self, after_seq: int = 0) -> list[dict[str, Any]]:
+        """Budget changes past ``after_seq``, oldest first (at start-up, then by each snapshot build: another
+        coordinator on the same server may have taken one)."""
+        rows = self._r.execute("SELECT * FROM budget_changes WHERE seq > ? ORDER BY seq", (after_seq,))
+        return [dict(row) for row in rows]
 
     def last_plan_envelope(self) -> bytes | None:
-        row = self._w.execute("SELECT envelope FROM plans ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self._r.execute("SELECT envelope FROM plans ORDER BY seq DESC LIMIT 1").fetchone()
         return None if row is None else bytes(row[0])
 
     def _insert_outliers(self, m: OutlierReport) -> None:
