@@ -16,6 +16,7 @@ from coordinator_testing import RUN_ID, identity, wait_until
 from failover_proxy import FailoverProxy
 
 from coordinator.database import Database
+from coordinator.keys import HUB
 from node.uplink.reporter import Reporter
 from protocol import ContributionReport, Heartbeat, Plan, open_signed_by
 
@@ -110,3 +111,34 @@ def test_kill_9_of_the_planning_coordinator_loses_nothing_and_the_other_plans_on
         plan = open_signed_by(envelope, run_key_id).message
         assert isinstance(plan, Plan) and plan.seq == seq
     assert survivor.stop() == 0
+
+
+async def test_a_budget_change_sent_to_the_other_coordinator_reaches_the_planning_one(
+        aiohttp_client, config, clock, postgres_server, tmp_path):
+    """Behind one URL an operator's change may land on either coordinator: the ledger keeps it, the
+    planning one applies it at its next snapshot and signs a plan under it, and the other serves that plan."""
+    from coordinator.app import create_app
+    from coordinator.keys import RUN_KEY
+    from protocol import BudgetChange, seal
+
+    if postgres_server is None:
+        pytest.skip("no PostgreSQL server binaries here (apt-get install postgresql)")
+    shared = config.replace(db_path=postgres_server.create_database(), run_key_path=tmp_path / "run.runkey",
+                            plan_interval_s=3600.0)
+    one, two = [await aiohttp_client(create_app(shared, clock=clock)) for _ in range(2)]
+
+    async def view(client) -> dict[str, Any]:
+        await client.server.app[HUB].refresh()
+        return (await (await client.get("/api/v1/state")).json())["plan"]
+
+    first, second = await view(one), await view(two)
+    assert [first["made_here"], second["made_here"]].count(True) == 1
+    leader, other = (one, two) if first["made_here"] else (two, one)
+    change = seal(BudgetChange(run_id=RUN_ID, seq=3, sent_at=clock.now, cap_usd_per_hour=0.75),
+                  other.server.app[RUN_KEY])
+    resp = await other.post("/api/v1/budget", data=change, headers={"Content-Type": "application/msgpack"})
+    assert resp.status == 200, await resp.text()
+    planned = await view(leader)  # follows the ledger, and re-plans under the new budget
+    assert planned["budget"]["cap_usd_per_hour"] == 0.75 and planned["cap_usd_per_hour"] == 0.75
+    served = await view(other)
+    assert served["seq"] == planned["seq"] and not served["made_here"] and served["cap_usd_per_hour"] == 0.75

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "deploy" / "docker").glob("Dockerfile.*"))
 K8S_BASE = ROOT / "deploy" / "k8s" / "base"
 K8S_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "region"
+K8S_POSTGRES = ROOT / "deploy" / "k8s" / "overlays" / "postgresql"
 K8S_VERSION = "1.37.0"  # the newest schema kubernetes-validate ships; bump with it
 
 
@@ -154,3 +155,32 @@ def test_nodes_keep_identity_on_a_claim_request_gpus_and_have_a_budget():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == container["resources"]["requests"]["nvidia.com/gpu"]
     pdb = kinds["PodDisruptionBudget"]["spec"]
     assert pdb["selector"]["matchLabels"] == sts["selector"]["matchLabels"] == sts["template"]["metadata"]["labels"]
+
+
+def test_postgresql_overlay_runs_two_stateless_coordinators_from_one_secret():
+    """Issue 27: the SQLite coordinator and its volume swapped for 2 replicas on a database URL from a
+    Secret; each file validated offline (no kubectl here), the patches checked against the base."""
+    import kubernetes_validate
+
+    (overlay,) = _documents(K8S_POSTGRES / "kustomization.yaml")
+    assert overlay["resources"] == ["../../base", "coordinator-deployment.yaml"]
+    deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in overlay["patches"] if "$patch: delete" in p["patch"]}
+    assert deleted == {"capaswarm-coordinator", "capaswarm-ledger"}
+    assert deleted <= {d["metadata"]["name"] for _, d in _resources()}
+    docs = {d["kind"]: d for d in _documents(K8S_POSTGRES / "coordinator-deployment.yaml")}
+    for resource in docs.values():
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    deployment = docs["Deployment"]
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--db") + 1] == "$(SWARM_DATABASE_URL)"
+    (env,) = container["env"]
+    assert env["name"] == "SWARM_DATABASE_URL" and env["valueFrom"]["secretKeyRef"]["name"] == "capaswarm-coordinator"
+    key_dir = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "run-key")
+    assert args[args.index("--run-key-file") + 1] == key_dir + "/run.runkey"  # every replica signs with one key
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])  # stateless: the ledger is the database
+    base_service = next(d for _, d in _resources() if d["kind"] == "Service" and d["metadata"]["name"] == "capaswarm-coordinator")
+    assert base_service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
