@@ -115,6 +115,11 @@ class Connection:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         raise NotImplementedError
 
+    def fetch_each(self, sql: str, params: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """``sql`` once per parameter tuple; the rows of each, in order (PostgreSQL sends them all
+        before it waits for the first answer: one round trip, not one per query)."""
+        return [self.execute(sql, p).fetchall() for p in params]
+
     def begin(self) -> None:
         raise NotImplementedError
 
@@ -250,6 +255,12 @@ class _Postgres(Connection):
         if rows:
             with self._conn().cursor() as cursor:
                 cursor.executemany(_placeholders_for_postgres(sql), rows)
+
+    def fetch_each(self, sql: str, params: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        conn, sql = self._conn(), _placeholders_for_postgres(sql)
+        with conn.pipeline():
+            cursors = [conn.cursor().execute(sql, p) for p in params]
+        return [cursor.fetchall() for cursor in cursors]
 
     def begin(self) -> None:
         c = self._live()

@@ -663,15 +663,14 @@ class Store:
         """Each peer's link speed for the planner: the median, over its latest ``window`` reports that
         moved bytes, of bytes sent per second of network wait. A median of recent rounds, not the
         lifetime sums: a joining round (state download, matchmaking) or a resync must not set a peer's
-        speed for good. Peers with no such report are left out. One indexed query per peer."""
-        rates: dict[str, float] = {}
-        for peer_id in peer_ids:
-            rows = self._r.execute(
-                "SELECT bytes_sent, blocked_s FROM reports WHERE peer_id = ? AND bytes_sent > 0 AND blocked_s > 0 "
-                "ORDER BY seq DESC LIMIT ?", (peer_id, window)).fetchall()
-            if rows:
-                rates[peer_id] = statistics.median(sent / blocked for sent, blocked in rows)
-        return rates
+        speed for good. Peers with no such report are left out. One indexed query per peer (pipelined
+        on PostgreSQL: 10,000 peers cost one round trip, not 10,000)."""
+        ids = list(peer_ids)
+        answers = self._r.fetch_each(
+            "SELECT bytes_sent, blocked_s FROM reports WHERE peer_id = ? AND bytes_sent > 0 AND blocked_s > 0 "
+            "ORDER BY seq DESC LIMIT ?", [(peer_id, window) for peer_id in ids])
+        return {peer_id: statistics.median(sent / blocked for sent, blocked in rows)
+                for peer_id, rows in zip(ids, answers) if rows}
 
     def rounds(self, limit: int, up_to: int | None = None) -> list[dict[str, Any]]:
         """The latest ``limit`` rounds (none past ``up_to``), oldest first."""

@@ -84,10 +84,11 @@ def _terminate(procs: list[psutil.Process]) -> None:
     psutil.wait_procs(alive, timeout=_GRACE_S)
 
 
-def _forked_by(proc: psutil.Process, owners: set[int]) -> bool:
+def _leaked(proc: psutil.Process, owners: set[int]) -> bool:
+    """Neither a process-wide helper nor forked by a process that ran before the test, and still there."""
     try:
-        return any(parent.pid in owners for parent in proc.parents())
-    except psutil.NoSuchProcess:
+        return proc.name() not in _PROCESS_WIDE_HELPERS and not any(parent.pid in owners for parent in proc.parents())
+    except psutil.NoSuchProcess:  # ended meanwhile: nothing to reap
         return False
 
 
@@ -113,8 +114,7 @@ def _reap_leaked_processes() -> Iterator[None]:
     """
     before = {p.pid for p in _live_descendants()}
     yield
-    leaked = [p for p in _live_descendants()
-              if p.pid not in before and _name(p) not in _PROCESS_WIDE_HELPERS and not _forked_by(p, before)]
+    leaked = [p for p in _live_descendants() if p.pid not in before and _leaked(p, before)]
     if leaked:
         names = ", ".join(map(_describe, leaked))
         logger.warning("test leaked %d processes, killing them: %s", len(leaked), names)
