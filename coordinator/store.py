@@ -59,7 +59,7 @@ from protocol import ContributionReport, Heartbeat, OutlierReport, SpotCheckVerd
 
 from .database import DATABASE_ERRORS, Connection, Database
 from .ledger import (
-    Reject, check_seq_window, classify_replay, device_label, display_name, group_size, needed_confirmations,
+    Reject, check_seq_window, classify_replay, clean_text, device_label, display_name, group_size, needed_confirmations,
 )
 
 __all__ = ["MIGRATIONS", "SPOT_CHECK_FLAG", "Incoming", "StorageFailure", "Store"]
@@ -219,6 +219,13 @@ class StorageFailure(Exception):
 Outcome = str | Reject | StorageFailure  # "accepted" | "duplicate" | a Reject | a StorageFailure
 # OverflowError: an int SQLite cannot hold (PostgreSQL says so with a DataError, one of DATABASE_ERRORS)
 _WRITE_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, OverflowError, ValueError)
+
+
+def _text(value: str, limit: int = 200) -> str:
+    """Peer-supplied free text as the ledger keeps it outside the envelope (which stays verbatim):
+    ``ledger.clean_text``, so both engines hold the same row (PostgreSQL refuses a NUL in text, which
+    would have made one hostile heartbeat a storage failure its sender retries for ever)."""
+    return clean_text(value, limit)
 
 
 class Store:
@@ -412,7 +419,8 @@ class Store:
         return None
 
     def _event(self, at: float, kind: str, peer_id: str, detail: str = "") -> None:
-        self._w.execute("INSERT INTO events (at, kind, peer_id, detail) VALUES (?,?,?,?)", (at, kind, peer_id, detail))
+        self._w.execute("INSERT INTO events (at, kind, peer_id, detail) VALUES (?,?,?,?)",
+                        (at, kind, peer_id, _text(detail)))
 
     def _upsert_peer(self, m: ContributionReport | Heartbeat, seen_at: float) -> None:
         c = self._w
@@ -450,7 +458,7 @@ class Store:
             c.execute(
                 """UPDATE peers SET software_version = ?, role = ?, reachability = ?
                    WHERE peer_id = ? AND last_seq = ?""",
-                (m.software_version, m.role, m.reachability, m.peer_id, m.seq),
+                (_text(m.software_version), _text(m.role), _text(m.reachability), m.peer_id, m.seq),
             )
 
     def _insert_report(self, r: ContributionReport, received_at: float, seen_at: float, standby: bool = False) -> None:
@@ -467,7 +475,7 @@ class Store:
                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?,?)""",
             (r.peer_id, r.seq, r.round, r.tokens, r.samples, r.compute_s, r.wall_s, r.bytes_sent,
              r.bytes_received, r.payload_bytes, r.val_bpb, r.train_loss, int(r.ok),
-             r.sent_at, received_at, r.blocked_s, int(standby), group_size(r), flagged, r.state_hash if r.ok else ""),
+             r.sent_at, received_at, r.blocked_s, int(standby), group_size(r), flagged, _text(r.state_hash) if r.ok else ""),
         )
         billed_s = 0.0 if standby else r.wall_s  # the organizer does not pay for work it asked not to be done
         ok_tokens = r.tokens if r.ok else 0
@@ -552,7 +560,7 @@ class Store:
         c = self._w
         cur = c.execute(
             "INSERT INTO flags (peer_id, reason, round, reporter, at, detail) VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-            (peer_id, reason, rnd, reporter, at, detail[:200]),
+            (peer_id, reason, rnd, reporter, at, _text(detail)),
         )
         if cur.rowcount != 1:
             return False

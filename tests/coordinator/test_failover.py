@@ -5,31 +5,17 @@ takes the planner's lock and goes on from the newest plan (seq keeps its order),
 snapshot keeps up with the ledger."""
 from __future__ import annotations
 
-import json
-import threading
-import time
-import urllib.request
 from typing import Any
 
 import pytest
-from coordinator_testing import RUN_ID, identity, wait_until
+from coordinator_testing import RUN_ID, ReportStream, api_state, http_get, ledger_contents, wait_until
 from failover_proxy import FailoverProxy
 
 from coordinator.database import Database
 from coordinator.keys import HUB
-from node.uplink.reporter import Reporter
-from protocol import ContributionReport, Heartbeat, Plan, open_signed_by
+from protocol import Plan, open_signed_by
 
 NODES, PER_NODE = 3, 80
-
-
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return r.read()
-
-
-def state(base: str) -> dict[str, Any]:
-    return json.loads(get(base + "/api/v1/state"))
 
 
 def test_kill_9_of_the_planning_coordinator_loses_nothing_and_the_other_plans_on(tmp_path, postgres_server,
@@ -40,78 +26,50 @@ def test_kill_9_of_the_planning_coordinator_loses_nothing_and_the_other_plans_on
     flags = ("--plan-interval", "0.5", "--plan-every-rounds", "1")
     first = coordinator_process(db, 0, *flags, run_key=run_key)
     second = coordinator_process(db, 0, *flags, run_key=run_key)
-    coordinators = {first.url: first, second.url: second}
-    wait_until(lambda: sum(state(u)["plan"]["made_here"] for u in coordinators) == 1, 30, 0.2, "one planner")
-    leader_url = next(u for u in coordinators if state(u)["plan"]["made_here"])
-    leader, survivor = coordinators[leader_url], next(c for u, c in coordinators.items() if u != leader_url)
+    wait_until(lambda: [first.state()["plan"]["made_here"], second.state()["plan"]["made_here"]].count(True) == 1,
+               30, 0.2, "one planner")
+    leader, survivor = (first, second) if first.state()["plan"]["made_here"] else (second, first)
     proxy = FailoverProxy([("127.0.0.1", first.port), ("127.0.0.1", second.port)])
-
-    idents = [identity(40 + i) for i in range(NODES)]
-    reporters = [Reporter(ident, proxy.url, tmp_path / f"outbox{i}", timeout=2.0, backoff_base=0.05, backoff_cap=0.3)
-                 for i, ident in enumerate(idents)]
-    produced: dict[tuple[str, int], int] = {}
-    done = threading.Event()
-
-    def produce() -> None:
-        for seq in range(PER_NODE):
-            for i, (ident, reporter) in enumerate(zip(idents, reporters)):
-                tokens = 0 if seq % 10 == 0 else 1000 * (i + 1) + seq
-                if tokens:
-                    msg: Any = ContributionReport(run_id=RUN_ID, peer_id=ident.peer_id, seq=seq, sent_at=time.time(),
-                                                  round=seq, tokens=tokens, samples=1, compute_s=0.1, wall_s=0.2,
-                                                  bytes_sent=1, bytes_received=1)
-                else:
-                    msg = Heartbeat(run_id=RUN_ID, peer_id=ident.peer_id, seq=seq, sent_at=time.time(), round=seq,
-                                    status="training")
-                reporter.submit(msg)
-                produced[(ident.peer_id, seq)] = tokens
-            time.sleep(0.03)
-        done.set()
-
+    stream = ReportStream(proxy.url, tmp_path, first_identity=40, nodes=NODES, per_node=PER_NODE, pause_s=0.03)
     try:
-        for r in reporters:
-            r.start()
-        producer = threading.Thread(target=produce, daemon=True)
-        producer.start()
-        wait_until(lambda: sum(r.delivered for r in reporters) >= 60, timeout=60, what="some deliveries")
+        stream.start()
+        wait_until(lambda: stream.delivered >= 60, timeout=60, what="some deliveries")
         assert all(n > 0 for n in proxy.connections), proxy.connections  # both coordinators ingest
-        seq_before = state(leader.url)["plan"]["seq"]
+        seq_before = leader.state()["plan"]["seq"]
         assert seq_before is not None and seq_before >= 1
         leader.kill()
-        assert not done.is_set(), "the producer finished before the kill: the test proves nothing"
-        producer.join(timeout=60)
-        assert done.is_set()
-        wait_until(lambda: all(r.pending == 0 for r in reporters), timeout=60, what="the outboxes to drain")
-        assert all(r.rejected == 0 for r in reporters), [r.last_error for r in reporters]
+        assert not stream.done.is_set(), "the producer finished before the kill: the test proves nothing"
+        stream.join(timeout=60)
+        assert stream.done.is_set()
+        wait_until(lambda: stream.pending == 0, timeout=60, what="the outboxes to drain")
+        assert stream.errors() == []
         # the survivor plans now, on from the newest plan; its snapshot shows everything
-        wait_until(lambda: state(survivor.url)["plan"]["made_here"], 30, 0.2, "the survivor to take the planner's lock")
-        wait_until(lambda: (state(survivor.url)["plan"]["seq"] or 0) > seq_before + 1, 30, 0.2, "new plans")
-        total = sum(produced.values())
-        wait_until(lambda: state(survivor.url)["swarm"]["tokens"] == total, 30, 0.2, "the dashboard to catch up")
+        wait_until(lambda: survivor.state()["plan"]["made_here"], 30, 0.2, "the survivor to take the planner's lock")
+        wait_until(lambda: (survivor.state()["plan"]["seq"] or 0) > seq_before + 1, 30, 0.2, "new plans")
+        total = sum(stream.produced.values())
+        wait_until(lambda: survivor.state()["swarm"]["tokens"] == total, 30, 0.2, "the dashboard to catch up")
     finally:
-        for r in reporters:
-            r.stop(flush_timeout=0.0)
+        stream.stop()
         proxy.close()
 
+    keys, _, totals = ledger_contents(db)
+    assert len(keys) == len(set(keys)) == len(stream.produced) == NODES * PER_NODE and set(keys) == set(stream.produced)
+    assert totals == stream.totals()
     conn = Database(db).connect()
     try:
-        keys = [tuple(row) for row in conn.execute("SELECT peer_id, seq FROM messages").fetchall()]
-        totals = {row[0]: row[1] for row in conn.execute("SELECT peer_id, tokens FROM peers").fetchall()}
         plans = [(row[0], row[1], bytes(row[2])) for row in
                  conn.execute("SELECT seq, made_at, envelope FROM plans ORDER BY seq").fetchall()]
     finally:
         conn.close()
-    assert len(keys) == len(set(keys)) == len(produced) == NODES * PER_NODE and set(keys) == set(produced)
-    assert totals == {i.peer_id: sum(t for (p, _), t in produced.items() if p == i.peer_id) for i in idents}
     # one plan per seq, made in seq order, every one signed with the run key and numbered as stored
-    run_key_id = state(survivor.url)["plan"]["run_key"]
+    run_key_id = survivor.state()["plan"]["run_key"]
     assert [s for s, _, _ in plans] == list(range(plans[0][0], plans[0][0] + len(plans)))
     assert all(a[1] < b[1] for a, b in zip(plans, plans[1:])), "a plan made before an older-numbered one"
     for seq, _, envelope in plans:
         plan = open_signed_by(envelope, run_key_id).message
         assert isinstance(plan, Plan) and plan.seq == seq
+    assert http_get(survivor.url + "/api/v1/plan") and api_state(survivor.url)["swarm"]["peers"] == NODES
     assert survivor.stop() == 0
-
 
 async def test_a_budget_change_sent_to_the_other_coordinator_reaches_the_planning_one(
         aiohttp_client, config, clock, postgres_server, tmp_path):

@@ -311,3 +311,18 @@ def test_link_rates_are_the_median_of_recent_rounds_so_a_joining_round_does_not_
     store.apply([_incoming(1, _report(1, seq, wall_s=10.0, bytes_sent=1_500_000, blocked_s=1.5)) for seq in (4, 5, 6)])
     assert store.link_rates([joiner], window=3) == {joiner: 1_000_000.0}  # the link got faster: recent rounds tell
     store.close()
+
+
+def test_peer_text_with_control_characters_is_stored_clean_on_both_engines(new_ledger):
+    """A NUL (PostgreSQL refuses it in text) or a bidi override in what a heartbeat says of itself: accepted,
+    kept verbatim in the envelope, cleaned in the row, the same on both engines."""
+    from protocol import Heartbeat
+
+    store = Store(new_ledger())
+    hb = Heartbeat(run_id=RUN_ID, peer_id=identity(1).peer_id, seq=1, sent_at=T0, round=0, status="training",
+                   software_version="0.2\x00.0", role="re\u202educer", reachability="pub\x07lic")
+    envelope = seal(hb, identity(1))
+    assert store.apply([Incoming(envelope, hashlib.sha256(envelope).digest(), hb, T0 + 1)]) == ["accepted"]
+    (row,) = store.peers()
+    assert (row["software_version"], row["role"], row["reachability"]) == ("0.2.0", "reducer", "public")
+    store.close()
