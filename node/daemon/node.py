@@ -284,6 +284,14 @@ class Node(NodeViews):
                 self.reporter.stop(flush_timeout=5.0)
             if self.local is not None:
                 self.local.close()
+            # the sync trainer's hivemind.Optimizer runs averager processes of its own: end them before the
+            # DHT they call, or the node's exit waits on them until the launcher's grace runs out
+            trainer_shutdown = getattr(self.trainer, "shutdown", None)
+            if trainer_shutdown is not None:
+                try:
+                    trainer_shutdown()
+                except Exception:  # shutting down: report and keep going so the DHT and p2pd still stop
+                    logger.warning("error while shutting down the trainer", exc_info=True)
             if self.swarm is not None:
                 self.swarm.shutdown()
             periodic.join(timeout=2)
