@@ -23,8 +23,8 @@ def test_sync_baseline_shares_global_steps_and_learns(tmp_path):
     alone = hp.target_batch / hp.batch_size  # steps per global step of a node training alone
     with SwarmLauncher(tmp_path, run_id="test-sync", extra_args=["--algorithm", "sync", "--status-interval-s", "5"]) as swarm:
         names = swarm.start(2)
-        sts = wait_until(swarm, lambda s: len(s) == 2 and all(st["rounds"] >= 3 for st in s.values()), 240,
-                         "3 global steps on 2 sync nodes")
+        sts = wait_until(swarm, lambda s: len(s) == 2 and all(st["rounds"] >= 6 for st in s.values()), 240,
+                         "6 global steps on 2 sync nodes")
     for n in names:
         st = sts[n]
         assert st["final_val_bpb"] < st["initial_val_bpb"], (n, st["initial_val_bpb"], st["final_val_bpb"])
