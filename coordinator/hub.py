@@ -109,8 +109,9 @@ class Hub:
         )
         made = None
         if self.planning is not None:
+            current = self.planning.plan.seq if self.planning.plan is not None else 0
             self.planning.follow(self.store.budget_changes(after_seq=self.planning.budget_seq),
-                                 self.store.last_plan_envelope(), self.store.lead())
+                                 self.store.last_plan_envelope(newer_than=current), self.store.lead())
             try:
                 made = self.planning.maybe_plan(snapshot, peer_rows, now, self.store.link_rates)
             except Exception:  # the plan in force stays; the dashboard must not stop updating with it

@@ -631,8 +631,10 @@ class Store:
         rows = self._r.execute("SELECT * FROM budget_changes WHERE seq > ? ORDER BY seq", (after_seq,))
         return [dict(row) for row in rows]
 
-    def last_plan_envelope(self) -> bytes | None:
-        row = self._r.execute("SELECT envelope FROM plans ORDER BY seq DESC LIMIT 1").fetchone()
+    def last_plan_envelope(self, newer_than: int = 0) -> bytes | None:
+        """The newest plan's envelope, if its seq is above ``newer_than`` (each snapshot build asks: the
+        blob is read only when another coordinator made a newer plan)."""
+        row = self._r.execute("SELECT envelope FROM plans WHERE seq > ? ORDER BY seq DESC LIMIT 1", (newer_than,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def _insert_outliers(self, m: OutlierReport) -> None:
