@@ -1,8 +1,9 @@
 """What the README lists as working, on real loopback swarms: the ``sync`` baseline and a 2-bit codec.
 
 * ``--algorithm sync`` (plain ``hivemind.Optimizer``): two nodes count their samples towards one
-  swarm-wide target batch, so each takes far fewer steps per global step than a node alone would
-  (the target batch over its own batch), they stay on the same global step, and the loss falls.
+  swarm-wide target batch, so together they take about the steps per global step that a node alone
+  would (the target batch over its own batch), not twice that; they stay on the same global step,
+  and the loss falls.
 * ``q2ef`` (2-bit with error feedback) next to ``fp16``: the same two-node swarm with each codec
   learns, every node ends each round with identical global parameters, and a q2ef round sends
   a fraction of an fp16 round's bytes.
@@ -28,8 +29,12 @@ def test_sync_baseline_shares_global_steps_and_learns(tmp_path):
     for n in names:
         st = sts[n]
         assert st["final_val_bpb"] < st["initial_val_bpb"], (n, st["initial_val_bpb"], st["final_val_bpb"])
-        # both feed one target batch: a node's steps per global step stay well below what it would take alone
-        assert st["inner_steps"] / st["rounds"] < 0.8 * alone, (n, st["inner_steps"], st["rounds"], alone)
+        assert 0 < st["inner_steps"] / st["rounds"] < alone, (n, st["inner_steps"], st["rounds"], alone)
+    # both feed one target batch: together they take about what one node alone takes per global step,
+    # not twice it. (Their shares differ from run to run: measured 85 + 32 steps in 7 global steps on a
+    # loaded machine, where the node that joins second spends its first seconds loading state.)
+    together = sum(sts[n]["inner_steps"] for n in names) / max(sts[n]["rounds"] for n in names)
+    assert together < 1.5 * alone, ({n: (sts[n]["inner_steps"], sts[n]["rounds"]) for n in names}, alone)
     assert abs(sts["node-1"]["round"] - sts["node-2"]["round"]) <= 1, {n: sts[n]["round"] for n in names}
 
 
