@@ -7,7 +7,9 @@ may lie about an honest member, so a round counts against a member once at least
 one such round is what honest nodes look like now and then (a node past its inner warmup among
 nodes that just joined moves 10x further than they do; a joiner's first round moves little), so
 the member is *flagged* from its :data:`MIN_ROUNDS`-th such round on. A poisoner or a free rider
-is an outlier every round: flagged at the third. A flagged peer's
+is an outlier every round: flagged at the third. So is a member that claims, in the agreement on
+failed reducers, failures no other member saw (``dissent`` rows: node/averaging/agreement.py), as a
+member that lies there to stall the round does every round. A flagged peer's
 credit stays unconfirmed: the snapshot moves its confirmed tokens to unconfirmed, so neither the
 leaderboard's confirmed share nor any confirmed-only cost counts them, and the dashboard shows the
 flag beside its state.
@@ -30,15 +32,18 @@ MIN_ROUNDS = 3  # rounds in which >= MIN_REDUCERS reducers named the member (mea
 
 
 def flags(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``rows``: (member, round, reducer, max_ratio, min_ratio) of stored outlier reports.
+    """``rows``: (member, round, reducer, max_ratio, min_ratio, dissent) of stored outlier reports.
     Returns ``{member: {"rounds": [...], "first_round", "flagged_at", "reducers": distinct reporters,
-    "max_ratio", "min_ratio"}}`` for every member that at least MIN_REDUCERS distinct reducers
+    "max_ratio", "min_ratio", "dissent": whether some report named it for its agreement claims}}`` for every member that at least MIN_REDUCERS distinct reducers
     reported in each of at least MIN_ROUNDS rounds (``flagged_at``: the MIN_ROUNDS-th of them)."""
     by_round: dict[tuple[str, int], set[str]] = defaultdict(set)
     extremes: dict[str, list[float]] = {}
+    dissent: set[str] = set()
     for r in rows:
         if r["reducer"] == r["member"]:
             continue
+        if r.get("dissent"):
+            dissent.add(r["member"])
         by_round[(r["member"], r["round"])].add(r["reducer"])
         lo_hi = extremes.setdefault(r["member"], [r["max_ratio"], r["min_ratio"]])
         lo_hi[0], lo_hi[1] = max(lo_hi[0], r["max_ratio"]), min(lo_hi[1], r["min_ratio"])
@@ -56,6 +61,7 @@ def flags(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         flag["rounds"] = flag["rounds"][-20:]
         flag["reducers"] = len(flag["reducers"])
         flag["max_ratio"], flag["min_ratio"] = extremes[member]
+        flag["dissent"] = member in dissent
     return out
 
 

@@ -1,7 +1,7 @@
 """The ledger: SQLite in WAL mode (a file) or PostgreSQL (a URL; ``database.py`` holds the engines and
 how one text of SQL runs on both). The only module with the ledger's SQL in it.
 
-Schema (version 8; later versions append to :data:`MIGRATIONS`, never edit a released one)::
+Schema (version 9; later versions append to :data:`MIGRATIONS`, never edit a released one)::
 
     messages      every accepted envelope, signed: the ledger proper. PRIMARY KEY (peer_id, seq)
                   is the idempotence key; digest = sha256(envelope as received). Verbatim unless
@@ -27,7 +27,8 @@ which ``outliers.py`` turns into the dashboard's pattern flag (2 reducers in eac
 ``flags`` is the per-round verdict table (a quorum of reporters takes that round's credit away);
 outlier reports do not write it, because an honest node is an outlier now and then (outliers.py).
 Version 7 (issue 14) added ``reports.state_hash`` (attribution certificates name checkpoints by it);
-version 8 (issue 13) ``peers.online_s``: time heard from, gaps over ``online_gap_s`` left out (uptime).
+version 8 (issue 13) ``peers.online_s``: time heard from, gaps over ``online_gap_s`` left out (uptime);
+version 9 (issue 22) ``outliers.dissent``: the member was named for what it claimed in the agreement.
 
 Checks that need the ledger run here, in the writer's transaction: seq increasing per peer
 (``seq_rollback``) and not too far past its last one (``seq_out_of_window``,
@@ -196,6 +197,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE peers ADD COLUMN online_s REAL NOT NULL DEFAULT 0;
     UPDATE peers SET online_s = last_seen - first_seen;  -- older ledgers did not count: assume always online
+    """,
+    # version 9 (issue 22): an outlier row that names a member for claiming, in the agreement on failed
+    # reducers, failures no other member saw (MemberOutlier.dissent; node/averaging/agreement.py)
+    """
+    ALTER TABLE outliers ADD COLUMN dissent INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 
@@ -639,10 +645,10 @@ class Store:
 
     def _insert_outliers(self, m: OutlierReport) -> None:
         self._w.executemany(
-            "INSERT INTO outliers (round, reducer, member, max_ratio, min_ratio, clipped, seq) VALUES (?,?,?,?,?,?,?)"
-            " ON CONFLICT DO NOTHING",
+            "INSERT INTO outliers (round, reducer, member, max_ratio, min_ratio, clipped, seq, dissent)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             [
-                (m.round, m.peer_id, o.peer_id, o.max_ratio, o.min_ratio, o.clipped, m.seq)
+                (m.round, m.peer_id, o.peer_id, o.max_ratio, o.min_ratio, o.clipped, m.seq, int(o.dissent))
                 for o in m.outliers
                 if o.peer_id != m.peer_id
             ],
@@ -660,7 +666,7 @@ class Store:
     def outlier_rows(self) -> list[dict[str, Any]]:
         """Outlier reports of (member, round)s at least two reducers named (the input of ``outliers.flags``)."""
         rows = self._r.execute(
-            """SELECT member, round, reducer, max_ratio, min_ratio FROM outliers
+            """SELECT member, round, reducer, max_ratio, min_ratio, dissent FROM outliers
                WHERE (member, round) IN (SELECT member, round FROM outliers GROUP BY member, round
                                          HAVING COUNT(DISTINCT reducer) >= 2)"""
         )

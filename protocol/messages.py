@@ -163,18 +163,22 @@ class BudgetChange(WireStruct):
 
 @dataclass(frozen=True)
 class MemberOutlier(WireStruct):
-    """One member whose parts a reducer clipped (too large) or found (almost) empty."""
+    """One member whose parts a reducer clipped (too large) or found (almost) empty, or (``dissent``)
+    that claimed, in the agreement on failed reducers, failures no other member of its group saw
+    (node/averaging/agreement.py; its ratios are then 1 and ``clipped`` 0)."""
 
     peer_id: str
     max_ratio: float  # largest part norm / the median member's norm over the parts this reducer reduced
     min_ratio: float  # smallest such ratio (near 0: zeros sent while claiming tokens)
     clipped: float  # share of this member's norm that clipping removed, 0..1
     weight_capped: bool = False  # its token weight was over the cap and was cut down
+    dissent: bool = field(default=False, metadata={"omit_default": True})  # appended after protocol v1
 
 
 @dataclass(frozen=True)
 class OutlierReport(WireStruct):
-    """Sent by a reducer after a robust all-reduce in which it found outliers (node/averaging/robust.py).
+    """Sent by a reducer after a robust all-reduce in which it found outliers (node/averaging/robust.py),
+    or by any member after an agreement in which others claimed failures no one else saw (``dissent``).
 
     The coordinator flags a member that at least two distinct reducers report in each of three
     rounds (one reducer alone could be lying about an honest member; one round can be honest noise)."""

@@ -209,7 +209,9 @@
         const flag = document.createElement("span");
         flag.className = "flag";
         flag.textContent = "flagged";
-        flag.title = "reported as an outlier by " + p.flag.reducers + " reducers (first in round " + p.flag.first_round + "); credit unconfirmed";
+        flag.title = (p.flag.dissent ? "named by " + p.flag.reducers + " members for claiming reducer failures no one else saw"
+                                     : "reported as an outlier by " + p.flag.reducers + " reducers")
+          + " (first in round " + p.flag.first_round + "); credit unconfirmed";
         stateCell.appendChild(flag);
       }
       td(tr, p.name, { cls: "name", col: "name", title: p.name });

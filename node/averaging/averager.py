@@ -28,7 +28,8 @@ from hivemind.utils.streaming import split_for_streaming
 from hivemind.utils.asyncio import as_aiter, azip
 
 from node.host import faults
-from node.averaging.agreement import union_of_failed, verdict, wait_s
+from node.averaging.agreement import Settlement, parse_failed, settle, wait_s
+from node.averaging.records import agreement_subkey, poster_of
 from node.averaging.robust import MemberStats
 from node.averaging.counters import ByteCounters
 from node.averaging.parts import zero_failed_shares
@@ -75,6 +76,8 @@ class PseudoGradientAverager(DecentralizedAverager):
         # what our reducer saw of each sender, one dict per robust all-reduce, from the averager
         # process to the trainer (which signs it into an OutlierReport)
         self._reducer_stats: Any = mp.get_context("fork").Queue()
+        # members that claimed reducer failures no other member saw: (group size, [peer id]) per all-reduce
+        self._dissent: Any = mp.get_context("fork").Queue()
         # hivemind's all-reduce timeout covers our data phase *and* the agreement after it (node/averaging/agreement.py)
         chunk_s = kwargs.get("sender_timeout", kwargs.get("next_chunk_timeout"))
         self._data_timeout_s, kwargs["allreduce_timeout"] = _phase_timeouts(kwargs.get("allreduce_timeout"), chunk_s)
@@ -86,6 +89,15 @@ class PseudoGradientAverager(DecentralizedAverager):
         while True:
             try:
                 out.append(self._reducer_stats.get_nowait())
+            except queue.Empty:
+                return out
+
+    def drain_dissent(self) -> list[tuple[int, list[str]]]:
+        """Every ``(members, [dissenting peer id])`` our agreement produced since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self._dissent.get_nowait())
             except queue.Empty:
                 return out
 
@@ -182,45 +194,73 @@ class PseudoGradientAverager(DecentralizedAverager):
         return metadata, tensors, None
 
     async def _agree_on_failures(self, runner: ExactAverageRunner, group_info: Any, group_id: bytes,
-                                 own: set[int]) -> tuple[set[int], str | None]:
-        """Post the reducers we saw fail (``own``) and read every other member's (node/averaging/agreement.py).
-        Returns the union to zero and why the round must be dropped (None: apply it)."""
+                                 own: set[int]) -> Settlement:
+        """Post the reducers we saw fail (``own``, signed: ``records.py``) and read the others' until
+        nothing they could still post would change our decision, or our deadline (``agreement.settle``)."""
         members = [peer.to_base58() for peer, mode in zip(group_info.peer_ids, runner.modes) if mode != AveragingMode.AUX]
         reducers = {i for i, n in enumerate(runner.tensor_part_container.num_parts_by_peer) if n > 0}
         me = self.peer_id.to_base58()
         if len(members) <= 1:
-            return own, verdict(own, [], reducers)
-        await self._post_failed(group_id, own)
-        deadline = time.monotonic() + wait_s(runner.sender_timeout)
+            return settle(own, {}, [me], me, reducers, final=True)
+        wait = wait_s(runner.sender_timeout)
+        await self._post_own_record(group_id, own, len(group_info.peer_ids), wait)
+        deadline = time.monotonic() + wait
+        malformed: set[str] = set()
         while True:
-            try:
-                found = await self.dht.get(self._agreement_key(group_id), latest=True, return_future=True)
-            except Exception as e:
-                logger.warning("agreement: reading the group's failed reducers failed: %r", e)
-                found = None
-            records = {str(sub): v.value for sub, v in found.value.items() if isinstance(v, ValueWithExpiration)} \
-                if found is not None and isinstance(found.value, dict) else {}
-            failed, missing, malformed = union_of_failed(own, records, members, me, len(group_info.peer_ids))
-            if not missing or time.monotonic() >= deadline:
+            records = await self._read_records(group_id, len(group_info.peer_ids), malformed)
+            settled = settle(own, records, members, me, reducers, final=time.monotonic() >= deadline)
+            if settled is not None:
                 break
             await asyncio.sleep(AGREEMENT_POLL_S)
         for peer in malformed:
-            logger.warning("agreement: peer %s posted a malformed record of failed reducers; ignored", peer)
-        if missing:
-            logger.warning("agreement: no record from %d member(s) (%s) in time", len(missing),
-                           ", ".join(p[-8:] for p in missing))
-        elif failed - own:
-            logger.info("agreement: zeroing %d share(s) that other members saw fail", len(failed - own))
-        return failed, verdict(failed, missing, reducers)
+            logger.warning("agreement: peer %s posted a malformed record of failed reducers; ignored", peer[-8:])
+        if settled.unheard:
+            logger.info("agreement: decided without a record from %d member(s) (%s)", len(settled.unheard),
+                        ", ".join(p[-8:] for p in settled.unheard))
+        if settled.dissenters:
+            logger.warning("agreement: %s claimed reducer failures no other member saw", ", ".join(p[-8:] for p in settled.dissenters))
+            self._dissent.put((len(members), list(settled.dissenters)))
+        if settled.drop is None and settled.failed - own:
+            logger.info("agreement: zeroing %d share(s) that a majority of the group saw fail", len(settled.failed - own))
+        return settled
 
     def _agreement_key(self, group_id: bytes) -> str:
         return f"{self.prefix}.failed_reducers.{group_id.hex()}"
 
+    async def _read_records(self, group_id: bytes, group_size: int, malformed: set[str]) -> dict[str, frozenset[int]]:
+        """The well-formed records of our group (their signatures were checked by our DHT's validator)."""
+        try:
+            found = await self.dht.get(self._agreement_key(group_id), latest=True, return_future=True)
+        except Exception as e:
+            logger.warning("agreement: reading the group's failed reducers failed: %r", e)
+            return {}
+        if found is None or not isinstance(found.value, dict):
+            return {}
+        records = {}
+        for sub, v in found.value.items():
+            poster = poster_of(sub)
+            if poster is None or not isinstance(v, ValueWithExpiration):
+                continue
+            parsed = parse_failed(v.value, group_size)
+            if parsed is None:
+                malformed.add(poster)
+            else:
+                records[poster] = parsed
+        return records
+
+    async def _post_own_record(self, group_id: bytes, own: set[int], group_size: int, wait: float) -> None:
+        fault = faults.agreement_fault()  # test seam: a member that lies, withholds or stalls; None here
+        if fault == "withhold":
+            return
+        if fault == "stall":
+            await asyncio.sleep(wait + 1.0)
+        await self._post_failed(group_id, set(range(group_size)) if fault == "lie" else own)
+
     async def _post_failed(self, group_id: bytes, failed: set[int]) -> None:
         try:
-            await self.dht.store(self._agreement_key(group_id), subkey=self.peer_id.to_base58(), value=sorted(failed),
-                                 expiration_time=get_dht_time() + AGREEMENT_TTL_S, return_future=True)
-        except Exception as e:  # the others then wait for us until their deadline, and drop the round
+            await self.dht.store(self._agreement_key(group_id), subkey=agreement_subkey(self.peer_id.to_base58()),
+                                 value=sorted(failed), expiration_time=get_dht_time() + AGREEMENT_TTL_S, return_future=True)
+        except Exception as e:  # the others then decide without us
             logger.warning("agreement: could not post our failed reducers: %r", e)
 
     async def _run_allreduce_inplace_(self, tensors: Sequence[torch.Tensor], group_info: Any,
@@ -248,14 +288,14 @@ class PseudoGradientAverager(DecentralizedAverager):
         timeout = None if self._data_timeout_s is None else max(0.0, self._data_timeout_s - (time.monotonic() - started))
         try:
             await asyncio.wait_for(_copy_average(tensors, runner), timeout)
-        except BaseException as e:  # our data phase failed: tell the group to drop the round at once
+        except BaseException as e:  # our data phase failed: we drop the round; the others need not wait for us
             if not isinstance(e, asyncio.CancelledError):
                 await self._post_failed(group_id, set(range(len(group_info.peer_ids))))
             raise AllreduceException(f"our all-reduce failed: {e!r}") if isinstance(e, asyncio.TimeoutError) else e
-        failed, drop = await self._agree_on_failures(runner, group_info, group_id, set(runner.failed_reducers))
-        if drop is not None:
-            raise AllreduceException(f"the group drops this round: {drop}")
-        if failed:
+        settled = await self._agree_on_failures(runner, group_info, group_id, set(runner.failed_reducers))
+        if settled.drop is not None:
+            raise AllreduceException(f"we drop this round: {settled.drop}")
+        if failed := settled.failed:
             zeroed = zero_failed_shares(runner.share_views, failed)
             logger.warning("%d reducer(s) failed (%d seen here): %d values of this round's average are zero",
                            len(failed), len(runner.failed_reducers), zeroed)

@@ -38,7 +38,7 @@ from node.train.stats import RoundResult
 from node.train.trainer import Trainer
 from node.uplink.bootstrap import JoinError, fetch_peers, wait_for_peers
 from node.daemon.machine import cap_gpu_memory, detect_hardware, make_gate
-from node.daemon.reports import SeqCounter, contribution_report, outlier_report
+from node.daemon.reports import SeqCounter, contribution_report, dissent_report, outlier_report
 from node.daemon.status import NodeViews
 from ops.sdnotify import notify
 from protocol import (
@@ -120,6 +120,8 @@ class Node(NodeViews):
             return
         for members, flagged in r.outliers:  # our reducer's robust aggregation: who it clipped
             self._submit(outlier_report(self.manifest, self.peer_id, self.seq.next(), r.round, members, flagged))
+        for members, dissenters in r.dissent:  # the agreement: who claimed failures no one else saw
+            self._submit(dissent_report(self.manifest, self.peer_id, self.seq.next(), r.round, members, dissenters))
         self._submit(contribution_report(self.manifest, self.cfg, self.peer_id, self.seq.next(), self.hardware, r))
 
     def on_round(self, r: RoundResult) -> None:

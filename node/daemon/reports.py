@@ -48,6 +48,18 @@ def outlier_report(manifest: RunManifest, peer_id: str, seq: int, round_: int, m
     )
 
 
+def dissent_report(manifest: RunManifest, peer_id: str, seq: int, round_: int, members: int,
+                   dissenters: list[str]) -> OutlierReport:
+    """Members that claimed, in one round's agreement, reducer failures no other member saw
+    (``node.averaging.agreement``), as an outlier report whose entries say ``dissent``."""
+    return OutlierReport(
+        run_id=manifest.run_id, peer_id=peer_id, seq=seq, sent_at=time.time(), round=round_,
+        aggregation=manifest.hparams.aggregation, members=members,
+        outliers=[MemberOutlier(peer_id=p, max_ratio=1.0, min_ratio=1.0, clipped=0.0, dissent=True)
+                  for p in sorted(set(dissenters))][:256],
+    )
+
+
 def contribution_report(manifest: RunManifest, cfg: NodeConfig, peer_id: str, seq: int, hardware: Hardware,
                         r: RoundResult) -> ContributionReport:
     """One round's work as the coordinator's ledger counts it."""

@@ -10,6 +10,14 @@ all-reduce, right after it streamed its first part to a remote reducer:
 its honest one times ``scale`` (``poison:-100``: sign flip x100), the attack that robust
 aggregation (``node.averaging.robust``) must bound and report.
 
+``CAPASWARM_FAULT=agreement:<how>`` changes only what a node posts in the agreement on failed
+reducers (``node.averaging.agreement``), as a hostile copy of the node would; it still decides its
+own round honestly:
+
+    lie       post "every reducer failed" every round
+    withhold  post nothing
+    stall     post only after the others' longest wait (``agreement.wait_s``) is over
+
 ``CAPASWARM_FAULT=blind_tracker`` makes the progress tracker's first read of the swarm's progress
 come back empty, as when a joiner's DHT has just bootstrapped and does not find the record yet.
 
@@ -20,8 +28,9 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["blind_tracker", "maybe_fail_mid_allreduce", "poison_scale"]
+__all__ = ["AGREEMENT_FAULTS", "agreement_fault", "blind_tracker", "maybe_fail_mid_allreduce", "poison_scale"]
 
+AGREEMENT_FAULTS = ("lie", "withhold", "stall")
 _SIGNALS = {"kill": signal.SIGKILL, "hang": signal.SIGSTOP}
 _allreduces_started = 0
 
@@ -59,3 +68,9 @@ def poison_scale() -> float | None:
 def blind_tracker() -> bool:
     """Whether the tracker's first view of the swarm is to be the empty one (a joiner's missed read)."""
     return os.environ.get("CAPASWARM_FAULT", "") == "blind_tracker"
+
+
+def agreement_fault() -> str | None:
+    """How this node misbehaves in the agreement (one of ``AGREEMENT_FAULTS``), or None (honest)."""
+    action, _, how = os.environ.get("CAPASWARM_FAULT", "").partition(":")
+    return how if action == "agreement" and how in AGREEMENT_FAULTS else None

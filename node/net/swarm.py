@@ -22,11 +22,12 @@ from hivemind.utils import get_dht_time
 
 from node.host import faults
 from node.averaging.averager import PseudoGradientAverager
+from node.averaging.records import AgreementRecords
 from node.averaging.wire import make_codec
 from node.uplink.bootstrap import JoinError
 from node.host.config import NodeConfig
 from node.policies.timeouts import allreduce_timeout, chunk_timeout
-from protocol import RunManifest
+from protocol import Identity, RunManifest
 
 __all__ = ["SwarmHandles", "find_foreign_manifests", "run_prefix", "start_dht"]
 
@@ -78,6 +79,8 @@ def _dht(cfg: NodeConfig, key_path: Path, peers: list[str], client_mode: bool) -
         # hivemind's identity-collision probe parses the key file as RSA only; our Ed25519 keys are
         # generated per node, so the probe (and the extra p2pd it starts) is skipped
         check_if_identity_free=False,
+        # agreement records are signed by their poster and refused otherwise (node/averaging/records.py)
+        record_validators=[AgreementRecords(Identity.load(key_path))],
         start=True,
     )
 

@@ -34,7 +34,7 @@ from node.net.statesync import StateSync
 from node.net.swarm import SwarmHandles
 from protocol import RunManifest
 
-__all__ = ["Blocking", "Launch", "Overlap", "Work", "launch", "land", "reducer_outliers", "strategy"]
+__all__ = ["Blocking", "Launch", "Overlap", "Work", "agreement_dissent", "launch", "land", "reducer_outliers", "strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +179,13 @@ def reducer_outliers(averager: Any, round_: int, ok: bool) -> list[tuple[int, di
         logger.warning("round %d: our reducer clipped or found empty the parts of %s", round_,
                        ", ".join(f"{p[-8:]} (norm x{s.max_ratio:.2f}..x{s.min_ratio:.2f})" for p, s in flagged.items()))
     return found
+
+
+def agreement_dissent(averager: Any, ok: bool) -> list[tuple[int, list[str]]]:
+    """Members our agreement found claiming reducer failures no one else saw, since the last call:
+    (group members, [peer id]) per all-reduce (``node.averaging.agreement``); reported like outliers."""
+    seen = averager.drain_dissent()
+    return seen if ok else []
 
 
 class Blocking:

@@ -38,6 +38,8 @@ class RoundResult:
     blocked_s: float | None = None  # of wall_s, waiting on the network (None: not measured)
     # robust aggregation: per all-reduce our reducer ran, (members aggregated, {outlier peer id: stats})
     outliers: list[tuple[int, dict[str, MemberStats]]] = field(default_factory=list)
+    # the agreement: per all-reduce, (members, [peer ids that claimed reducer failures no one else saw])
+    dissent: list[tuple[int, list[str]]] = field(default_factory=list)
 
 
 @dataclass

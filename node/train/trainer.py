@@ -35,7 +35,7 @@ from node.host.gate import WorkGate
 from node.averaging.timeouts import LinkTimeouts
 from node.model.gpt import GPT
 from node.policies.schedule import is_behind
-from node.train.rounds import Work, reducer_outliers, strategy
+from node.train.rounds import Work, agreement_dissent, reducer_outliers, strategy
 from node.model.state import CHECKPOINT_COUNTERS, GlobalState, NodeCheckpoint
 from node.net.statesync import StateSync
 from node.train.stats import RoundResult, TrainerStats
@@ -147,6 +147,7 @@ class Trainer:
             group=group, train_loss=work.loss if math.isfinite(work.loss) else None, val_bpb=val,
             state_hash=self._snapshot.hash, payload_bytes=self.payload_bytes, blocked_s=work.blocked_s,
             outliers=reducer_outliers(self.swarm.averager, work.round, averaged is not None),
+            dissent=agreement_dissent(self.swarm.averager, averaged is not None),
         )
 
     def pause(self, stop: threading.Event, on_round: OnRound) -> None:

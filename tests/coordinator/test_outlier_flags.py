@@ -61,6 +61,26 @@ async def test_two_reducers_in_three_rounds_flag_a_member_and_its_credit_stays_u
     assert (flag["reducers"], flag["first_round"], flag["flagged_at"], flag["rounds"]) == (2, 1, 4, [1, 2, 4])
     assert snap["swarm"]["flagged"] == 1
     assert snap["swarm"]["confirmed_tokens"] == 3000
+    assert flag["dissent"] is False
+
+
+async def test_members_that_name_a_liar_in_the_agreement_flag_it_as_a_dissenter(client, clock, make_report):
+    """The agreement's dissent reports (``MemberOutlier.dissent``, node/averaging/agreement.py) take
+    the outlier path: two members naming a peer in each of three rounds flag it, and the flag says why."""
+    liar = identity(9)
+    status, _ = await post(client, seal(make_report(liar, 0, round=1, tokens=1000), liar))
+    assert status == 200
+    for seq, round_ in enumerate((1, 2, 3), start=1):
+        for member in (1, 2):
+            report = OutlierReport(run_id=RUN_ID, peer_id=identity(member).peer_id, seq=seq, sent_at=clock.now,
+                                   round=round_, aggregation="mean", members=4,
+                                   outliers=[MemberOutlier(peer_id=liar.peer_id, max_ratio=1.0, min_ratio=1.0,
+                                                           clipped=0.0, dissent=True)])
+            status, body = await post(client, seal(report, identity(member)))
+            assert status == 200, body
+    flagged = {p["peer_id"]: p for p in (await state(client))["peers"] if p["flagged"]}
+    assert list(flagged) == [liar.peer_id]
+    assert flagged[liar.peer_id]["flag"]["dissent"] is True and flagged[liar.peer_id]["flag"]["reducers"] == 2
 
 
 async def test_state_announcements_are_not_for_the_coordinator(client, clock):
