@@ -34,8 +34,9 @@ MIN_ROUNDS = 3  # rounds in which >= MIN_REDUCERS reducers named the member (mea
 def flags(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """``rows``: (member, round, reducer, max_ratio, min_ratio, dissent) of stored outlier reports.
     Returns ``{member: {"rounds": [...], "first_round", "flagged_at", "reducers": distinct reporters,
-    "max_ratio", "min_ratio", "dissent": whether some report named it for its agreement claims}}`` for every member that at least MIN_REDUCERS distinct reducers
-    reported in each of at least MIN_ROUNDS rounds (``flagged_at``: the MIN_ROUNDS-th of them)."""
+    "max_ratio", "min_ratio", "dissent": whether some report named it for its agreement claims}}``
+    for every member that at least MIN_REDUCERS distinct reducers reported in each of at least
+    MIN_ROUNDS rounds (``flagged_at``: the MIN_ROUNDS-th of them)."""
     by_round: dict[tuple[str, int], set[str]] = defaultdict(set)
     extremes: dict[str, list[float]] = {}
     dissent: set[str] = set()

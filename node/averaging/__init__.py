@@ -14,7 +14,9 @@ Map of this package:
     reduction.py  ``RobustPartReducer``: a reducer aggregates every sender's copy of a part at once
     robust.py     robust aggregation of one part (norm clip, CenteredClip, trimmed mean) and outlier stats; pure torch
     parts.py      an all-reduce's parts: shares as views, missing parts, zeroing a failed reducer, part checks
-    agreement.py  members agree on which reducers failed, so every member applies the same average
+    agreement.py  members agree on which reducers failed (a majority's claims count), so every member
+                  applies the same average and a lying minority drops only its own round
+    records.py    signed agreement records: a DHT validator that accepts only a member's own Ed25519-signed subkey
     codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k) and error feedback; pure torch
     wire.py       ``WireCodec``: our codecs in hivemind's compression slot (tagged parts, both directions)
     counters.py   byte counters of every part sent and received (shared memory: the runner is in a child process)

@@ -218,7 +218,8 @@ class PseudoGradientAverager(DecentralizedAverager):
             logger.info("agreement: decided without a record from %d member(s) (%s)", len(settled.unheard),
                         ", ".join(p[-8:] for p in settled.unheard))
         if settled.dissenters:
-            logger.warning("agreement: %s claimed reducer failures no other member saw", ", ".join(p[-8:] for p in settled.dissenters))
+            logger.warning("agreement: %s claimed reducer failures no other member saw",
+                           ", ".join(p[-8:] for p in settled.dissenters))
             self._dissent.put((len(members), list(settled.dissenters)))
         if settled.drop is None and settled.failed - own:
             logger.info("agreement: zeroing %d share(s) that a majority of the group saw fail", len(settled.failed - own))

@@ -64,8 +64,8 @@ class NodeViews:
         write_json_atomic(self.cfg.state_dir / "status.json", {
             "peer_id": self.peer_id, "public_name": self.cfg.public_name, "run_id": self.manifest.run_id,
             "manifest_hash": self.manifest.content_hash, "status": t.status, "round": t.round,
-            "rounds": s.rounds_done, "rounds_tried": s.round_count, "tokens": s.tokens_total, "tokens_contributed": s.tokens_contributed,
-            "bytes_sent": s.bytes_sent,
+            "rounds": s.rounds_done, "rounds_tried": s.round_count, "tokens": s.tokens_total,
+            "tokens_contributed": s.tokens_contributed, "bytes_sent": s.bytes_sent,
             "bytes_received": s.bytes_received, "initial_val_bpb": s.initial_val_bpb, "final_val_bpb": s.last_val_bpb,
             "state_hash": t.state_hash, "hashes": {str(k): v for k, v in s.hash_history.items()},
             "resumed_from": s.resumed_from, "synced_from_peers": s.synced_from_peers,

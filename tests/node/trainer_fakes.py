@@ -112,6 +112,9 @@ class FakeAverager:
     def drain_reducer_stats(self) -> list[Any]:
         return []
 
+    def drain_dissent(self) -> list[tuple[int, list[str]]]:
+        return []
+
     def publish_update(self, round_: int, tokens: int, state_hash: str, update: list[torch.Tensor]) -> None:
         self.published.append((round_, tokens, state_hash, [u.clone() for u in update]))
 
