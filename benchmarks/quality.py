@@ -15,8 +15,8 @@ every number. Each round, as ``node.train.trainer.Trainer`` does it:
    (``WireCodec.compress`` then ``extract``) and its own part raw, as hivemind does; then the
    average goes through the downlink (``compress_down`` then ``extract``) and every member gets
    exactly that;
-4. the outer step: torch SGD with Nesterov momentum on an fp32 copy of the global parameters;
-   replicas restart from it.
+4. the outer step: torch SGD with Nesterov momentum (or the codec's own outer optimizer,
+   ``protocol.manifest.CODEC_OUTER``) on an fp32 copy of the global parameters; replicas restart from it.
 Steps 1, 2 and 4 are ``node.train.diloco``'s functions, the very ones the trainer calls. Validation bits
 per byte of the global model after every round.
 
@@ -59,6 +59,7 @@ from node.train.diloco import inner_optimizer, inner_step, outer_optimizer, oute
 from node.model.gpt import GPT, PRESETS
 from node.averaging.robust import MemberStats, aggregate
 from protocol import Hyperparameters, ModelSpec
+from protocol.manifest import CODEC_OUTER
 
 __all__ = [
     "MODELS", "QualityConfig", "all_reduce", "build_parser", "deterministic", "main", "run_all", "run_baseline", "run_diloco",
@@ -211,11 +212,13 @@ def _new_run(name: str, cfg: QualityConfig, model: GPT, val: np.ndarray) -> dict
 
 def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: float | None = None,
                outer_momentum: float | None = None) -> dict[str, Any]:
-    """DiLoCo with ``codec_name`` on the wire; the result's ``params`` are the final global parameters."""
+    """DiLoCo with ``codec_name`` on the wire; the result's ``params`` are the final global parameters.
+    The outer optimizer is the one a run of that codec gets (``CODEC_OUTER``) unless given."""
     t0 = time.perf_counter()
     hp, k = cfg.hp, cfg.replicas
-    lr = hp.outer_lr if outer_lr is None else outer_lr
-    momentum = hp.outer_momentum if outer_momentum is None else outer_momentum
+    codec_lr, codec_momentum = CODEC_OUTER.get(codec_name, (hp.outer_lr, hp.outer_momentum))
+    lr = codec_lr if outer_lr is None else outer_lr
+    momentum = codec_momentum if outer_momentum is None else outer_momentum
     wire = make_codec(codec_name)
     torch.manual_seed(cfg.seed)  # round 0: every replica starts from the same weights
     global_model = GPT(cfg.spec)  # holds the global parameters for evaluation
@@ -229,7 +232,8 @@ def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: fl
     if wire.codec.error_feedback and k > 1:
         ef = [ErrorFeedback(wire.codec, [p.shape for p in global_params]) for _ in range(k)]
     run = _new_run(codec_name, cfg, global_model, corpus.val)
-    run.update(sent_per_round=[], bytes_per_value_up=[], bytes_per_value_down=[], up_rel_err=[], down_rel_err=[])
+    run.update(outer={"lr": lr, "momentum": momentum}, sent_per_round=[], bytes_per_value_up=[], bytes_per_value_down=[],
+               up_rel_err=[], down_rel_err=[])
     ef_sums: dict[str, Any] = {}  # replica 0: sums over rounds of true, sent and plainly quantized pseudo-gradients
     steps_done = [0] * k
     for _ in range(cfg.rounds):
@@ -242,10 +246,11 @@ def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: fl
                 steps_done[i] += 1
             pseudo = pseudo_gradient(global_params, models[i].parameters())
             if ef is not None:
+                decayed = [(1 - wire.codec.ef_decay) * r for r in ef[i].residuals]  # what the decay lets go
                 sent = ef[i].apply(pseudo)
                 if i == 0:
                     plain = [quantize_roundtrip(wire.codec, g) for g in pseudo]  # what the codec alone would send
-                    for key, vec in (("true", pseudo), ("sent", sent), ("without_ef", plain)):
+                    for key, vec in (("true", pseudo), ("sent", sent), ("without_ef", plain), ("decayed", decayed)):
                         ef_sums[key] = ef_sums.get(key, 0) + _flat(vec)
                 pseudo = sent
             pseudo_all.append(pseudo)
@@ -276,7 +281,8 @@ def run_diloco(cfg: QualityConfig, corpus: Corpus, codec_name: str, outer_lr: fl
             "drift_with_ef": float((ef_sums["sent"] - true).norm()) / norm,  # |sum sent - sum true| / |sum true|
             "drift_without_ef": float((ef_sums["without_ef"] - true).norm()) / norm,
             "residual_norm": float(residual.norm()) / norm,
-            "identity_error": float((ef_sums["sent"] + residual - true).norm()) / norm,  # sum sent + residual = sum true
+            # sum sent + residual + what the decay let go = sum true
+            "identity_error": float((ef_sums["sent"] + residual + ef_sums["decayed"] - true).norm()) / norm,
         }
     run["wall_s"] = time.perf_counter() - t0
     logger.info("%s: val bpb %.4f after %d tokens (%.0f s)", codec_name, run["val_bpb"][-1], run["tokens"][-1], run["wall_s"])

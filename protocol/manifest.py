@@ -19,7 +19,11 @@ from .version import PROTOCOL_VERSION, parse_version
 
 __all__ = ["DataSpec", "Hyperparameters", "ModelSpec", "ROUND_TOKENS", "RunManifest", "check_same_run", "parse_manifest_file"]
 
-CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef")  # node/averaging/codecs.py
+CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef", "topk2ef")  # node/averaging/codecs.py
+# the outer optimizer (lr, momentum) a codec is meant to run with, where it is not Hyperparameters'
+# default. topk2ef (SparseLoCo): its decaying error feedback already accumulates like momentum, and
+# Nesterov 0.7 / 0.9 on delayed sparse updates overshoots (BENCHMARKS.md, "Quality")
+CODEC_OUTER: dict[str, tuple[float, float]] = {"topk2ef": (1.0, 0.0)}
 ALGORITHMS = ("diloco", "diloco-overlap", "sync")
 AGGREGATIONS = ("mean", "centered_clip", "trimmed_mean")  # node/averaging/robust.py
 
@@ -77,6 +81,13 @@ class Hyperparameters(WireStruct):
     # all-reduce combines the members' parts; "centered_clip" / "trimmed_mean" bound what one
     # hostile member can do and report outliers (node/averaging/robust.py)
     aggregation: str = field(default="mean", metadata={"omit_default": True})
+
+    @classmethod
+    def for_codec(cls, codec: str, **changes: object) -> Hyperparameters:
+        """The defaults, with the outer optimizer ``codec`` is meant to run with (``CODEC_OUTER``)."""
+        if codec in CODEC_OUTER:
+            changes = {"outer_lr": CODEC_OUTER[codec][0], "outer_momentum": CODEC_OUTER[codec][1], **changes}
+        return cls(**changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

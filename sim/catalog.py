@@ -31,12 +31,13 @@ class CodecModel:
     name: str
     up: float  # bytes per value, sender -> reducer
     density: float = 0.0  # top-k only: share of values kept
-    sparse_bytes: float = 6.0  # top-k only: int32 index + fp16 value
+    sparse_bytes: float = 6.0  # top-k only, downlink bytes per non-zero: int32 index + fp16 value
+    down_fixed: float = 0.0  # top-k only, downlink bytes per value whatever the support (a count per chunk)
 
     def down(self, group_size: int) -> float:
         if self.density <= 0:
             return self.up
-        return (1.0 - (1.0 - self.density) ** group_size) * self.sparse_bytes
+        return (1.0 - (1.0 - self.density) ** group_size) * self.sparse_bytes + self.down_fixed
 
     def payload_bytes(self, params: int, group_size: int) -> float:
         """The symmetric payload M with the same per-peer traffic, ``2(N-1)/N x M``, as this codec."""
@@ -53,6 +54,9 @@ CODECS: dict[str, CodecModel] = {
         CodecModel("q4", 0.5 + 2 / 64),
         CodecModel("q2ef", 0.25 + 2 / 128),
         CodecModel("topkef", 0.03 * 6.0, density=0.03),  # top 3 %: int32 index + fp16 value
+        # top 64 of each 4096: uint16 index + 2-bit code, an fp16 scale + uint16 count per chunk;
+        # down: uint16 index + fp16 value per non-zero, a uint16 count per chunk
+        CodecModel("topk2ef", 64 / 4096 * 2.25 + 4 / 4096, density=64 / 4096, sparse_bytes=4.0, down_fixed=2 / 4096),
         # idealised future codecs of the issue's table (no node implementation): symmetric
         CodecModel("4bit", 0.5),
         CodecModel("2bit", 0.25),

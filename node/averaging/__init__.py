@@ -17,7 +17,9 @@ Map of this package:
     agreement.py  members agree on which reducers failed (a majority's claims count), so every member
                   applies the same average and a lying minority drops only its own round
     records.py    signed agreement records: a DHT validator that accepts only a member's own Ed25519-signed subkey
-    codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k) and error feedback; pure torch
+    codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k, chunked top-k) and error feedback; pure torch
+    sparse.py     the sparse codecs' wire layouts: flat top-k, and chunked top-k with 2-bit values
+    packing.py    what every codec's bytes share: the part size, ``CodecError``, bit packing, finite checks
     wire.py       ``WireCodec``: our codecs in hivemind's compression slot (tagged parts, both directions)
     counters.py   byte counters of every part sent and received (shared memory: the runner is in a child process)
     served.py     a round's update in shared memory for validators; bounded streamed downloads of state or updates

@@ -13,10 +13,21 @@ per-block absmax keeps.) Each codec turns a flat fp32 vector into bytes and back
     q4      4-bit uniform, absmax scale per 64-value block   0.531
     q2ef    2-bit uniform, absmax scale per 128-value block  0.266          yes
     topkef  top 3% magnitudes: int32 index + fp16 value      0.18           yes
+    topk2ef top 64 of every 4096 values, 2-bit values         0.036          yes, decaying (0.95)
 
 The reducer averages what it receives and sends the average back (the *downlink*): with the same
-quantizer for the dense codecs, and as all non-zeros (index + fp16) for top-k, whose average has
-the union of the senders' supports.
+quantizer for the dense codecs, and as all non-zeros for the sparse ones, whose average has the
+union of the senders' supports (``topkef``: int32 index + fp16 value; ``topk2ef``: per chunk a count,
+then uint16 in-chunk indices and fp16 values).
+
+``topk2ef`` is SparseLoCo's recipe (chunked top-k, 2-bit values, error feedback that decays): its
+uplink part is, per chunk of ``chunk`` values, an fp16 absmax scale and a uint16 count (at most
+``per_chunk``; zeros are never sent, so an on-grid vector re-encodes to itself), then all chunks'
+uint16 in-chunk indices (increasing within a chunk) and 2-bit codes on the grid (c x 2/3 - 1) x
+scale. In-chunk indices cost 2 bytes where a flat index costs 4. Its error feedback keeps
+``0.95 x`` the residual (the decaying accumulator plays outer momentum's part): run it with the
+outer optimizer ``protocol.manifest.CODEC_OUTER`` names (lr 1, no momentum); with Nesterov 0.7 / 0.9
+delayed sparse updates overshoot (``topkef`` diverged so in BENCHMARKS.md).
 
 Why blocks never straddle parts (hard to undo): hivemind cuts every tensor into parts of
 ``PART_VALUES`` values (we fix the part size so that the cut is exact); blocks restart at each
@@ -31,52 +42,33 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from node.averaging.packing import PART_VALUES, CodecError, check_size, finite, pack_bits, unpack_bits
+from node.averaging.sparse import (decode_chunked, decode_chunked_down, decode_sparse, encode_chunked, encode_chunked_down,
+                                   encode_sparse)
+
 __all__ = ["CODECS", "PART_VALUES", "Codec", "CodecError", "ErrorFeedback", "get_codec", "quantize_roundtrip"]
-
-PART_VALUES = 2**17  # values per all-reduce part (= hivemind's 512 KiB of fp32)
-
-
-class CodecError(ValueError):
-    """Bytes from a peer that no codec of ours would write (wrong length, out-of-range index,
-    non-finite value). Decoders raise this and nothing else on bad input; the all-reduce turns
-    it into a banned sender (reducer side) or a failed reducer (sender side)."""
-
-
-def _finite(t: torch.Tensor, what: str) -> torch.Tensor:
-    if not bool(torch.isfinite(t).all()):
-        raise CodecError(f"{what} holds non-finite values")
-    return t
-
-
-def _pack(codes: np.ndarray, bits: int) -> bytes:
-    per_byte = 8 // bits
-    pad = (-len(codes)) % per_byte
-    c = np.concatenate([codes, np.zeros(pad, np.uint8)]).reshape(-1, per_byte)
-    out = np.zeros(len(c), np.uint8)
-    for j in range(per_byte):
-        out |= c[:, j] << (bits * j)
-    return out.tobytes()
-
-
-def _unpack(data: bytes, bits: int, n: int) -> np.ndarray:
-    per_byte = 8 // bits
-    raw = np.frombuffer(data, np.uint8)
-    mask = (1 << bits) - 1
-    codes = np.stack([(raw >> (bits * j)) & mask for j in range(per_byte)], axis=1).reshape(-1)
-    return codes[:n]
-
 
 @dataclass(frozen=True)
 class Codec:
-    """A codec for flat fp32 vectors; ``kind`` is "hivemind", "uniform" or "topk"."""
+    """A codec for flat fp32 vectors; ``kind`` is "hivemind", "uniform", "topk" or "chunked"."""
 
     name: str
     kind: str
     hivemind_type: str = ""  # hivemind: the CompressionType name
-    bits: int = 32  # uniform: 8, 4 or 2
-    block: int = 0  # uniform: values per absmax scale
-    density: float = 0.0  # topk: share of values kept
+    bits: int = 32  # uniform: 8, 4 or 2; chunked: 2
+    block: int = 0  # uniform: values per absmax scale; chunked: values per chunk
+    density: float = 0.0  # topk, chunked: share of values kept
     error_feedback: bool = False
+    ef_decay: float = 1.0  # error feedback keeps this share of the residual for the next round
+
+    @property
+    def per_chunk(self) -> int:
+        """chunked: the most values a chunk sends."""
+        return round(self.density * self.block)
+
+    @property
+    def sparse(self) -> bool:
+        return self.kind in ("topk", "chunked")
 
     @property
     def bytes_per_value(self) -> float:
@@ -84,6 +76,8 @@ class Codec:
             return {"NONE": 4.0, "FLOAT16": 2.0}[self.hivemind_type]
         if self.kind == "uniform":
             return self.bits / 8 + 2 / self.block
+        if self.kind == "chunked":  # a full chunk: indices, codes, then scale + count per chunk
+            return self.density * (2 + self.bits / 8) + 4 / self.block
         return self.density * 6
 
     # --- dense uniform quantizer ---------------------------------------------------------
@@ -112,7 +106,9 @@ class Codec:
             return self.to_hivemind(x).SerializeToString()
         if self.kind == "uniform":
             codes, scale = self._uniform_codes(x)
-            return scale.tobytes() + (codes.tobytes() if self.bits == 8 else _pack(codes, self.bits))
+            return scale.tobytes() + (codes.tobytes() if self.bits == 8 else pack_bits(codes, self.bits))
+        if self.kind == "chunked":
+            return encode_chunked(x, self.block, self.per_chunk, self.bits)
         k = max(1, math.ceil(self.density * x.numel()))
         idx = torch.topk(x.abs(), k, sorted=False).indices.sort().values
         return encode_sparse(idx, x[idx])
@@ -124,8 +120,7 @@ class Codec:
 
     def decode(self, data: bytes, n: int) -> torch.Tensor:
         """``n`` fp32 values from uplink bytes; raises :class:`CodecError` on anything malformed."""
-        if not isinstance(n, int) or not 0 <= n <= PART_VALUES:
-            raise CodecError(f"a part of {n!r} values (at most {PART_VALUES})")
+        check_size(n)
         if self.kind == "hivemind":
             return decode_hivemind(data, n)
         if self.kind == "uniform":
@@ -133,18 +128,31 @@ class Codec:
                 raise CodecError(f"{self.name}: {len(data)} bytes for {n} values, expected {self.encoded_size(n)}")
             nblocks = -(-n // self.block)
             scale = np.frombuffer(data[: 2 * nblocks], np.float16)
-            _finite(torch.from_numpy(scale.astype(np.float32)), f"{self.name} scales")
+            finite(torch.from_numpy(scale.astype(np.float32)), f"{self.name} scales")
             body = data[2 * nblocks:]
-            codes = np.frombuffer(body, np.uint8) if self.bits == 8 else _unpack(body, self.bits, n)
+            codes = np.frombuffer(body, np.uint8) if self.bits == 8 else unpack_bits(body, self.bits, n)
             return self._uniform_values(codes[:n], scale, n)
+        if self.kind == "chunked":
+            return decode_chunked(data, n, self.block, self.per_chunk, self.bits)
         return decode_sparse(data, n)
 
     def encode_down(self, x: torch.Tensor) -> bytes:
         """Downlink bytes (reducer -> senders) of an averaged part."""
+        x = x.detach().reshape(-1).float()
+        if self.kind == "chunked":
+            return encode_chunked_down(x, self.block)
         if self.kind != "topk":
             return self.encode(x)
         idx = torch.nonzero(x, as_tuple=True)[0]
         return encode_sparse(idx, x[idx])
+
+    def decode_down(self, data: bytes, n: int) -> torch.Tensor:
+        """``n`` fp32 values from downlink bytes; raises :class:`CodecError` on anything malformed."""
+        if self.kind == "topk":
+            return decode_sparse(data, n)
+        if self.kind == "chunked":
+            return decode_chunked_down(data, n, self.block)
+        return self.decode(data, n)
 
     def to_hivemind(self, x: torch.Tensor):  # -> hivemind.proto.runtime_pb2.Tensor
         from hivemind.compression import serialize_torch_tensor
@@ -154,26 +162,6 @@ class Codec:
 
     def roundtrip(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), x.numel()).view_as(x)
-
-
-def encode_sparse(idx: torch.Tensor, values: torch.Tensor) -> bytes:
-    return idx.to(torch.int32).numpy().tobytes() + values.half().numpy().tobytes()
-
-
-def decode_sparse(data: bytes, n: int) -> torch.Tensor:
-    """Sparse bytes (int32 indices, strictly increasing and < n, then fp16 values) -> n values."""
-    if not isinstance(n, int) or not 0 <= n <= PART_VALUES:
-        raise CodecError(f"a part of {n!r} values (at most {PART_VALUES})")
-    if len(data) % 6 or len(data) // 6 > n:
-        raise CodecError(f"sparse part of {len(data)} bytes for {n} values")
-    k = len(data) // 6
-    idx = torch.from_numpy(np.frombuffer(data[: 4 * k], np.int32).astype(np.int64))
-    if k and (int(idx[0]) < 0 or int(idx[-1]) >= n or (k > 1 and not bool((idx[1:] > idx[:-1]).all()))):
-        raise CodecError("sparse indices out of range or not strictly increasing")
-    vals = _finite(torch.from_numpy(np.frombuffer(data[4 * k:], np.float16).astype(np.float32)), "sparse values")
-    out = torch.zeros(n)
-    out[idx] = vals
-    return out
 
 
 def decode_hivemind(data: bytes, n: int) -> torch.Tensor:
@@ -192,7 +180,7 @@ def decode_hivemind(data: bytes, n: int) -> torch.Tensor:
 def check_hivemind(t: torch.Tensor, n: int) -> torch.Tensor:
     if t.numel() != n or not t.dtype.is_floating_point:
         raise CodecError(f"hivemind tensor of {t.numel()} {t.dtype} values, expected {n} floats")
-    return _finite(t.float().reshape(-1), "hivemind tensor")
+    return finite(t.float().reshape(-1), "hivemind tensor")
 
 
 CODECS: dict[str, Codec] = {
@@ -202,6 +190,7 @@ CODECS: dict[str, Codec] = {
     "q4": Codec("q4", "uniform", bits=4, block=64),
     "q2ef": Codec("q2ef", "uniform", bits=2, block=128, error_feedback=True),
     "topkef": Codec("topkef", "topk", density=0.03, error_feedback=True),
+    "topk2ef": Codec("topk2ef", "chunked", bits=2, block=4096, density=64 / 4096, error_feedback=True, ef_decay=0.95),
 }
 
 
@@ -225,8 +214,9 @@ class ErrorFeedback:
     """Residuals of what compression dropped, added back before the next round's compression.
 
     ``apply(pseudo)`` returns the vectors to send (already on the codec's grid) and keeps
-    ``pseudo + residual - sent`` as the new residual. Residuals stay on the node and are
-    checkpointed (``state_dict``).
+    ``pseudo + decay x residual - sent`` as the new residual (``decay`` is the codec's ``ef_decay``:
+    1 keeps every dropped value until it is sent). Residuals stay on the node and are checkpointed
+    (``state_dict``).
     """
 
     def __init__(self, codec: Codec, shapes: list[torch.Size]):
@@ -236,7 +226,7 @@ class ErrorFeedback:
     def apply(self, pseudo: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for i, g in enumerate(pseudo):
-            corrected = g + self.residuals[i]
+            corrected = g + self.codec.ef_decay * self.residuals[i]  # decay 1: exactly g + residual
             sent = quantize_roundtrip(self.codec, corrected)
             self.residuals[i] = corrected - sent
             out.append(sent)

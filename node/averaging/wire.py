@@ -9,7 +9,7 @@ import torch
 from hivemind.compression import CompressionBase, CompressionInfo, deserialize_torch_tensor
 from hivemind.proto import runtime_pb2
 
-from node.averaging.codecs import PART_VALUES, Codec, CodecError, check_hivemind, decode_sparse, get_codec
+from node.averaging.codecs import PART_VALUES, Codec, CodecError, check_hivemind, get_codec
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,8 @@ class WireCodec(CompressionBase):
         name = serialized.dtype[len(TAG):].removesuffix(":down")
         if name != self.codec.name:
             raise CodecError(f"peer sent a {name[:32]!r} part; this run uses {self.codec.name!r}")
-        if serialized.dtype.endswith(":down") and self.codec.kind == "topk":
-            return decode_sparse(serialized.buffer, n).view(*size)
-        return self.codec.decode(serialized.buffer, n).view(*size)
+        decode = self.codec.decode_down if serialized.dtype.endswith(":down") else self.codec.decode
+        return decode(serialized.buffer, n).view(*size)
 
     def estimate_compression_ratio(self, info: CompressionInfo) -> float:
         # hivemind cuts parts of int(part_size_bytes / (4 * ratio)) values: make that exactly PART_VALUES,

@@ -39,11 +39,10 @@ def _data_flags(cfg: NodeConfig) -> tuple[DataSpec, int]:
 
 
 def manifest_from_flags(cfg: NodeConfig) -> RunManifest:
-    hp = Hyperparameters()
-    if cfg.batch_size:
-        hp = Hyperparameters(**{**hp.to_wire(), "batch_size": cfg.batch_size})
+    changes: dict[str, object] = {"batch_size": cfg.batch_size} if cfg.batch_size else {}
     if cfg.aggregation != "mean":
-        hp = Hyperparameters(**{**hp.to_wire(), "aggregation": cfg.aggregation})
+        changes["aggregation"] = cfg.aggregation
+    hp = Hyperparameters.for_codec(cfg.codec, **changes)
     kwargs: dict[str, object] = {"round_tokens": cfg.round_tokens}
     try:
         data, vocab_size = _data_flags(cfg)

@@ -19,6 +19,7 @@ from node.averaging.codecs import quantize_roundtrip
 from bench_testing import stdlib_corpus
 
 from node.data.corpus import Corpus
+from node.model.gpt import GPT
 from protocol import Hyperparameters, ModelSpec
 
 SPEC = ModelSpec("test", n_layer=1, n_head=2, n_embd=32, block_size=32)
@@ -55,6 +56,27 @@ def test_loss_decreases(corpus):
     assert run["train_loss"][-1] < run["train_loss"][0]
 
 
+def test_chunked_sparse_codec_learns_with_its_own_outer_optimizer(corpus):
+    """topk2ef runs with the outer optimizer its runs get (lr 1, no momentum: CODEC_OUTER) and learns
+    every round; its uplink is what the codec's size says (indices, codes, scales and counts)."""
+    cfg = replace(CFG, replicas=4, rounds=6, inner_steps=8)
+    run = run_diloco(cfg, corpus, "topk2ef")
+    assert run["outer"] == {"lr": 1.0, "momentum": 0.0}
+    assert all(b < a for a, b in zip(run["val_bpb"], run["val_bpb"][1:])), run["val_bpb"]
+    assert run["val_bpb"][-1] < run["val_bpb"][0] - 0.3
+    codec = make_codec("topk2ef").codec
+    # parts never span tensors: a tensor of n values sends per chunk a scale and a count, then up to 64 values
+    # (2 B index + 2 bits); the model's small tensors (biases, norms) send all of theirs
+    most = 0
+    for p in GPT(cfg.spec).parameters():
+        lengths = [min(4096, p.numel() - lo) for lo in range(0, p.numel(), 4096)]
+        kept = sum(min(64, n) for n in lengths)
+        most += 4 * len(lengths) + 2 * kept + -(-kept // 4)
+    values = sum(p.numel() for p in GPT(cfg.spec).parameters())
+    assert codec.bytes_per_value < min(run["bytes_per_value_up"]) <= max(run["bytes_per_value_up"]) <= most / values
+    assert run["up_rel_err"] == [0.0] * 6  # on-grid after error feedback: the uplink adds nothing
+
+
 def test_one_replica_with_plain_outer_sgd_is_local_adamw(corpus):
     """k = 1, no codec, outer lr 1 without momentum: the global step lands on the local weights, so DiLoCo
     is the baseline's AdamW run step for step (same stream, same warmup, AdamW state kept across rounds)."""
@@ -68,7 +90,7 @@ def test_one_replica_with_plain_outer_sgd_is_local_adamw(corpus):
     assert max(float((p - q).abs().max()) for p, q in zip(nesterov["params"], base["params"])) > 100 * worst
 
 
-@pytest.mark.parametrize("codec", ["q2ef", "topkef"])
+@pytest.mark.parametrize("codec", ["q2ef", "topkef", "topk2ef"])
 def test_error_feedback_carries_residuals_across_rounds(corpus, codec):
     run = run_diloco(replace(CFG, rounds=6), corpus, codec)
     ef = run["error_feedback"]
@@ -141,4 +163,4 @@ def test_cli_surface_and_token_budget():
     args = parser.parse_args(["--model", "micro", "--inner-steps", "50", "--tokens", "10000000"])
     cfg = config_from_args(args)
     assert cfg.tokens_per_round == 4 * 50 * 16 * 64 and cfg.rounds == 10_000_000 // cfg.tokens_per_round
-    assert args.codecs == ["none", "fp16", "int8", "q4", "q2ef", "topkef"]
+    assert args.codecs == ["none", "fp16", "int8", "q4", "q2ef", "topkef", "topk2ef"]

@@ -83,9 +83,11 @@ def test_dense_codecs_are_symmetric_and_top_k_downlinks_grow_with_the_group():
     assert topk.down(1) == pytest.approx(0.03 * 6)
     assert topk.down(16) == pytest.approx((1 - 0.97**16) * 6)  # the average is non-zero on the union
     assert topk.payload_bytes(1000, 16) == pytest.approx(1000 * (0.18 + (1 - 0.97**16) * 6) / 2)
+    chunked = CODECS["topk2ef"]  # 64 of 4096 kept; down: uint16 index + fp16 value, a uint16 count per chunk
+    assert chunked.down(4) == pytest.approx((1 - (1 - 1 / 64) ** 4) * 4 + 2 / 4096)
 
 
-@pytest.mark.parametrize("name", ["none", "fp16", "int8", "q4", "q2ef", "topkef"])
+@pytest.mark.parametrize("name", ["none", "fp16", "int8", "q4", "q2ef", "topkef", "topk2ef"])
 def test_the_sims_codec_sizes_are_the_nodes(name):
     codecs = pytest.importorskip("node.averaging.codecs")  # imports torch
     from sim.catalog import CODECS
