@@ -7,7 +7,7 @@ Each repeat runs ``tests/node/test_overlap.py`` and the two cases of ``tests/nod
 (``yes > /dev/null``) beside them, and keeps each run's node directories. From every node's
 ``status.json`` it then counts *forked rounds*: rounds, from the one after every node's first
 contribution on, that two nodes completed with different global states (``hashes``: round ->
-state hash). The goal is 0 (node/averaging/agreement.py). A run's pytest verdict is recorded too: a failed
+state hash). The goal is 0 (node/policies/agreement.py). A run's pytest verdict is recorded too: a failed
 test is a finding, not a reason to stop the soak.
 
 Bounded: ``--repeats`` runs of each test, each under pytest's own timeout and ``--run-timeout-s``;

@@ -8,7 +8,7 @@ one such round is what honest nodes look like now and then (a node past its inne
 nodes that just joined moves 10x further than they do; a joiner's first round moves little), so
 the member is *flagged* from its :data:`MIN_ROUNDS`-th such round on. A poisoner or a free rider
 is an outlier every round: flagged at the third. So is a member that claims, in the agreement on
-failed reducers, failures no other member saw (``dissent`` rows: node/averaging/agreement.py), as a
+failed reducers, failures no other member saw (``dissent`` rows: node/policies/agreement.py), as a
 member that lies there to stall the round does every round. A flagged peer's
 credit stays unconfirmed: the snapshot moves its confirmed tokens to unconfirmed, so neither the
 leaderboard's confirmed share nor any confirmed-only cost counts them, and the dashboard shows the

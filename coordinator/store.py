@@ -199,7 +199,7 @@ MIGRATIONS: list[str] = [
     UPDATE peers SET online_s = last_seen - first_seen;  -- older ledgers did not count: assume always online
     """,
     # version 9 (issue 22): an outlier row that names a member for claiming, in the agreement on failed
-    # reducers, failures no other member saw (MemberOutlier.dissent; node/averaging/agreement.py)
+    # reducers, failures no other member saw (MemberOutlier.dissent; node/policies/agreement.py)
     """
     ALTER TABLE outliers ADD COLUMN dissent INTEGER NOT NULL DEFAULT 0;
     """,

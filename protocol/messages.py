@@ -165,7 +165,7 @@ class BudgetChange(WireStruct):
 class MemberOutlier(WireStruct):
     """One member whose parts a reducer clipped (too large) or found (almost) empty, or (``dissent``)
     that claimed, in the agreement on failed reducers, failures no other member of its group saw
-    (node/averaging/agreement.py; its ratios are then 1 and ``clipped`` 0)."""
+    (node/policies/agreement.py; its ratios are then 1 and ``clipped`` 0)."""
 
     peer_id: str
     max_ratio: float  # largest part norm / the median member's norm over the parts this reducer reduced

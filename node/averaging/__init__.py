@@ -3,7 +3,7 @@
 The only room (with ``net/swarm.py``) that touches hivemind's averaging internals. A round's data
 flow: the trainer's buffers -> ``averager.py`` matchmaking -> ``runner.py`` sends each reducer its
 part (encoded by ``codecs.py`` through ``wire.py``) -> each reducer's ``reduction.py`` aggregates the
-senders' copies (``robust.py``) and returns the averaged part -> ``agreement.py`` settles which
+senders' copies (``robust.py``) and returns the averaged part -> ``node/policies/agreement.py`` settles which
 reducers failed -> every member holds the same bytes.
 
 Map of this package:
@@ -14,9 +14,8 @@ Map of this package:
     reduction.py  ``RobustPartReducer``: a reducer aggregates every sender's copy of a part at once
     robust.py     robust aggregation of one part (norm clip, CenteredClip, trimmed mean) and outlier stats; pure torch
     parts.py      an all-reduce's parts: shares as views, missing parts, zeroing a failed reducer, part checks
-    agreement.py  members agree on which reducers failed (a majority's claims count), so every member
-                  applies the same average and a lying minority drops only its own round
     records.py    signed agreement records: a DHT validator that accepts only a member's own Ed25519-signed subkey
+                  (the rule that settles them is ``node/policies/agreement.py``, pure, shared with ``sim``)
     codecs.py     pseudo-gradient codecs (fp16 ... 2-bit, top-k, chunked top-k) and error feedback; pure torch
     sparse.py     the sparse codecs' wire layouts: flat top-k, and chunked top-k with 2-bit values
     packing.py    what every codec's bytes share: the part size, ``CodecError``, bit packing, finite checks

@@ -28,7 +28,7 @@ from hivemind.utils.streaming import split_for_streaming
 from hivemind.utils.asyncio import as_aiter, azip
 
 from node.host import faults
-from node.averaging.agreement import Settlement, parse_failed, settle, wait_s
+from node.policies.agreement import Settlement, parse_failed, settle, wait_s
 from node.averaging.records import agreement_subkey, poster_of
 from node.averaging.robust import MemberStats
 from node.averaging.counters import ByteCounters
@@ -78,7 +78,7 @@ class PseudoGradientAverager(DecentralizedAverager):
         self._reducer_stats: Any = mp.get_context("fork").Queue()
         # members that claimed reducer failures no other member saw: (group size, [peer id]) per all-reduce
         self._dissent: Any = mp.get_context("fork").Queue()
-        # hivemind's all-reduce timeout covers our data phase *and* the agreement after it (node/averaging/agreement.py)
+        # hivemind's all-reduce timeout covers our data phase *and* the agreement after it (node/policies/agreement.py)
         chunk_s = kwargs.get("sender_timeout", kwargs.get("next_chunk_timeout"))
         self._data_timeout_s, kwargs["allreduce_timeout"] = _phase_timeouts(kwargs.get("allreduce_timeout"), chunk_s)
         super().__init__(buffers, dht, **kwargs)

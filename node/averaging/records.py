@@ -18,7 +18,7 @@ from __future__ import annotations
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.utils.serializer import MSGPackSerializer
 
-from node.averaging.agreement import record_message
+from node.policies.agreement import record_message
 from protocol import Identity
 from protocol.errors import SignatureError
 from protocol.identity import verify_signature

@@ -51,7 +51,7 @@ def outlier_report(manifest: RunManifest, peer_id: str, seq: int, round_: int, m
 def dissent_report(manifest: RunManifest, peer_id: str, seq: int, round_: int, members: int,
                    dissenters: list[str]) -> OutlierReport:
     """Members that claimed, in one round's agreement, reducer failures no other member saw
-    (``node.averaging.agreement``), as an outlier report whose entries say ``dissent``."""
+    (``node.policies.agreement``), as an outlier report whose entries say ``dissent``."""
     return OutlierReport(
         run_id=manifest.run_id, peer_id=peer_id, seq=seq, sent_at=time.time(), round=round_,
         aggregation=manifest.hparams.aggregation, members=members,

@@ -11,7 +11,7 @@ its honest one times ``scale`` (``poison:-100``: sign flip x100), the attack tha
 aggregation (``node.averaging.robust``) must bound and report.
 
 ``CAPASWARM_FAULT=agreement:<how>`` changes only what a node posts in the agreement on failed
-reducers (``node.averaging.agreement``), as a hostile copy of the node would; it still decides its
+reducers (``node.policies.agreement``), as a hostile copy of the node would; it still decides its
 own round honestly:
 
     lie       post "every reducer failed" every round

@@ -7,6 +7,8 @@ simulator models a decision the daemon makes, it runs the daemon's own function.
     schedule.py  when a round is done, how to split it, whether a node is behind the swarm (both)
     timeouts.py  all-reduce / matchmaking / state-download timeouts from payload and bandwidth (both)
     backoff.py   exponential back-off with full jitter for resends and reconnects (both)
+    agreement.py members agree on which reducers failed (a majority's claims count), so every member
+                 applies the same average and a lying minority drops only its own round (both)
     grouping.py  how peers are split into averaging groups (sim only: hivemind's matchmaking groups the node)
     model_size.py parameter counts and payload bytes from a model's shape, no torch (sim only)
     gate.py      the work gate's rules: schedule hours (across midnight), busy hysteresis, reasons (node only)

@@ -183,7 +183,7 @@ def reducer_outliers(averager: Any, round_: int, ok: bool) -> list[tuple[int, di
 
 def agreement_dissent(averager: Any, ok: bool) -> list[tuple[int, list[str]]]:
     """Members our agreement found claiming reducer failures no one else saw, since the last call:
-    (group members, [peer id]) per all-reduce (``node.averaging.agreement``); reported like outliers."""
+    (group members, [peer id]) per all-reduce (``node.policies.agreement``); reported like outliers."""
     seen = averager.drain_dissent()
     return seen if ok else []
 

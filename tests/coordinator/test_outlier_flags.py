@@ -65,7 +65,7 @@ async def test_two_reducers_in_three_rounds_flag_a_member_and_its_credit_stays_u
 
 
 async def test_members_that_name_a_liar_in_the_agreement_flag_it_as_a_dissenter(client, clock, make_report):
-    """The agreement's dissent reports (``MemberOutlier.dissent``, node/averaging/agreement.py) take
+    """The agreement's dissent reports (``MemberOutlier.dissent``, node/policies/agreement.py) take
     the outlier path: two members naming a peer in each of three rounds flag it, and the flag says why."""
     liar = identity(9)
     status, _ = await post(client, seal(make_report(liar, 0, round=1, tokens=1000), liar))

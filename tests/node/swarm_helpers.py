@@ -43,7 +43,7 @@ def fork_problems(shared: dict[str, set[str]], *, max_forked: int = 0) -> list[s
     """What is wrong with the replicas over ``shared`` (round -> hashes), or [] if nothing.
 
     The members of a group agree on which reducers failed before anyone steps, and a member whose
-    state was not the group's takes no step (node/averaging/agreement.py, ``node.train.rounds.land``): so once
+    state was not the group's takes no step (node/policies/agreement.py, ``node.train.rounds.land``): so once
     every node has contributed, no two nodes hold different states of one round. Tests pass the
     rounds from then on; ``max_forked`` stays 0 unless a test makes forks on purpose.
     """

@@ -1,4 +1,4 @@
-"""node/averaging/agreement.py: what each member applies, from its own claims and the others' records;
+"""node/policies/agreement.py: what each member applies, from its own claims and the others' records;
 node/averaging/records.py: only a member can write its own record."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hivemind.dht.validation import DHTRecord
 from hivemind.utils.serializer import MSGPackSerializer
 
-from node.averaging.agreement import MIN_WAIT_S, parse_failed, quorum, settle, wait_s
+from node.policies.agreement import MIN_WAIT_S, parse_failed, quorum, settle, wait_s
 from node.averaging.records import AgreementRecords, agreement_subkey, poster_of
 from protocol import Identity
 

@@ -3,7 +3,7 @@
 Three honest ``swarm join`` processes and a fourth that changes only what it posts in the agreement
 (``CAPASWARM_FAULT=agreement:lie``: "every reducer failed" every round, or ``agreement:withhold``:
 nothing; node/host/faults.py). Under the first wave's rule (the union of every record, and every
-record needed) either made the honest nodes drop nearly every round. Now (node/averaging/agreement.py)
+record needed) either made the honest nodes drop nearly every round. Now (node/policies/agreement.py)
 a share is zeroed only when a majority saw it fail, and a member decides once the records still
 missing could not change the decision. Checked: after every node's first contribution the honest
 nodes apply >= 80 % of the rounds they try (a swarm without the hostile member applies them all),
