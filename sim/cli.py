@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .agreement import HOSTILE_KINDS
 from .calibration import calibrate, summary_from_report
 from .catalog import CODECS
 from .config import SimConfig
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--grouping", choices=["random", "bandwidth"])
     tune.add_argument("--straggler-policy", choices=["fail_group", "ban"])
     tune.add_argument("--assumed-mbps", type=float, help="the nodes' assumed slowest link (timeouts)")
+    tune.add_argument("--hostile", type=float, metavar="FRACTION", help="share of nodes hostile in the agreement")
+    tune.add_argument("--hostile-kind", choices=list(HOSTILE_KINDS), help="what they do (default lie)")
     tune.add_argument("--sample-s", type=float, help="seconds between rows of the time series")
     cal = p.add_argument_group("calibration")
     cal.add_argument("--loopback-mbps", type=float, default=400.0, help="effective all-reduce speed on loopback")
@@ -57,6 +60,8 @@ def _configure(args: argparse.Namespace) -> SimConfig:
         "grouping": args.grouping,
         "straggler_policy": args.straggler_policy,
         "assumed_bandwidth_mbps": args.assumed_mbps,
+        "hostile_fraction": args.hostile,
+        "hostile_kind": args.hostile_kind,
     }
     proto = dataclasses.replace(cfg.protocol, **{k: v for k, v in proto_changes.items() if v is not None})
     changes: dict[str, Any] = {"protocol": proto}
@@ -71,7 +76,13 @@ def _print_summary(s: dict[str, Any]) -> None:
     tok, cost = s["tokens"], s["cost"]
     print(f"{s['scenario']}: {s['peers']['identities']:,} peers ({s['peers']['mean_online']:.0f} online on average), "
           f"{s['hours']:g} h, seed {s['seed']}, {s['codec']}, {s['model']['params'] / 1e6:.1f}M params")
-    print(f"  rounds closed {s['rounds']['closed']}, group failures {s['rounds']['group_failures']}/{s['rounds']['groups']}")
+    r = s["rounds"]
+    print(f"  rounds closed {r['closed']}, group failures {r['group_failures']}/{r['groups']}; "
+          f"node-rounds applied {r['member_applied']:,}, dropped {r['member_dropped']:,}")
+    if s["hostile"]["nodes"]:
+        dropped = s["tokens"]["wasted_by_cause"]["agreement"] / max(s["tokens"]["computed"], 1)
+        print(f"  hostile in the agreement: {s['hostile']['nodes']:,} nodes ({s['hostile']['kind']}); "
+              f"the agreement dropped {dropped:.1%} of computed tokens")
     print(f"  tokens/s into the model {tok['ok_per_s']:,.0f}; wasted {tok['wasted'] / max(tok['computed'], 1):.1%} "
           f"of computed; utilization {s['utilization']:.1%}")
     per_m = cost["true_usd_per_mtok"]

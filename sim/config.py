@@ -14,6 +14,8 @@ from coordinator.planner import Budget
 from coordinator.states import StateThresholds
 from protocol import ModelSpec
 
+from .agreement import HOSTILE_KINDS
+
 __all__ = ["Distribution", "LinkProfile", "MassLeave", "PlanPolicy", "Population", "RoundProtocol", "SimConfig"]
 
 KINDS = ("const", "lognormal", "exp", "uniform")
@@ -124,6 +126,10 @@ class RoundProtocol:
     leave_fails_group: bool = False
     straggler_policy: str = "fail_group"  # group over its timeout: "fail_group" (averager.step raises) | "ban"
     group_failure_rate: float = 0.0  # chance a group's all-reduce fails for other reasons
+    # share of nodes hostile in the agreement on failed reducers, and how (sim/agreement.py: lie |
+    # withhold | stall, as node/host/faults.py's seams); the node's settle() decides each group's round
+    hostile_fraction: float = 0.0
+    hostile_kind: str = "lie"
     state_bytes_per_param: float = 8.0  # a joiner downloads fp32 params + outer momentum
     download_failure_rate: float = 0.0  # chance a state download fails (retried with backoff)
 
@@ -134,6 +140,10 @@ class RoundProtocol:
             raise ValueError("grouping must be 'random' or 'bandwidth'")
         if self.straggler_policy not in ("fail_group", "ban"):
             raise ValueError("straggler_policy must be 'fail_group' or 'ban'")
+        if not 0.0 <= self.hostile_fraction <= 1.0:
+            raise ValueError("hostile_fraction must be within 0..1")
+        if self.hostile_kind not in HOSTILE_KINDS:
+            raise ValueError(f"hostile_kind must be one of {HOSTILE_KINDS}")
         if self.target_group_size is not None and self.target_group_size < 1:
             raise ValueError("target_group_size must be >= 1 (or None: one group of every ready peer)")
 

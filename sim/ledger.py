@@ -29,6 +29,7 @@ WASTE_CAUSES = (
     "failure",  # a random failure of the group
     "straggler",  # dropped from its group as too slow (straggler_policy "ban")
     "standby",  # the inner phase a node abandoned when the cost plan put it on standby
+    "agreement",  # the group's agreement on failed reducers dropped the round (a hostile majority)
 )
 
 

@@ -116,7 +116,10 @@ def summarize(sw: Swarm, sampler: Sampler) -> dict[str, Any]:
         "rounds": {"closed": len(sw.rounds), "averaged": len(averaged),
                    "mean_period_s": (closes[-1] - closes[0]) / (len(closes) - 1) if len(closes) > 1 else None,
                    "group_failures": sum(int(r["failed_groups"]) for r in sw.rounds),
-                   "groups": sum(int(r["groups"]) for r in sw.rounds)},
+                   "groups": sum(int(r["groups"]) for r in sw.rounds),
+                   # (node, round) contributions: reported ok (the node applied the average) or dropped
+                   "member_applied": sum(a.reports) - sum(a.failed), "member_dropped": sum(a.failed)},
+        "hostile": {"fraction": cfg.protocol.hostile_fraction, "kind": cfg.protocol.hostile_kind, "nodes": sum(sw.hostile)},
         "tokens": {"computed": a.computed_tokens, "ok": a.tokens_ok_total, "wasted": wasted,
                    "wasted_by_cause": dict(a.wasted_by_cause), "in_flight": in_flight,
                    "unaccounted": a.computed_tokens - (a.tokens_ok_total + wasted + in_flight),

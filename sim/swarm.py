@@ -34,6 +34,7 @@ from node.policies.timeouts import allreduce_bytes, state_download_timeout
 
 from coordinator.planner import PeerFigures, PlanSettings, make_plan
 
+from .agreement import agree
 from .allreduce import MBIT, run_group
 from .catalog import CODECS
 from .config import MassLeave, SimConfig
@@ -53,6 +54,8 @@ class Swarm:
         self.churn = Churn(cfg.populations, streams("churn"))
         self.rng_match, self.rng_fail, self.rng_dl = streams("matchmaking"), streams("failures"), streams("downloads")
         self.rng_leave = streams("leaves")
+        hostile_rng = streams("hostile")  # who is hostile in the agreement (RoundProtocol.hostile_fraction)
+        self.hostile = [hostile_rng.random() < self.proto.hostile_fraction for _ in range(len(nodes))]
         self.params = param_count(cfg.model)
         self.codec = CODECS[cfg.codec]
         self.payload = self.codec.payload_bytes(self.params, self.proto.group_size(len(nodes)))  # a full group's
@@ -391,6 +394,12 @@ class Swarm:
                 self.engine.at(t + out.banned_at_s, self._fail_member, i, self.gen[i], g.round)
             if out.banned:
                 g.members = [i for i in g.members if self.group[i] is g]
+            if g.ok and len(g.members) > 1 and any(self.hostile[i] for i in g.members):
+                # the agreement after the data phase, by the node's own rule
+                decision = agree([self.hostile[i] for i in g.members], self.proto.hostile_kind)
+                g.end += decision.waited_s
+                if not decision.applied:
+                    g.ok, g.cause = False, "agreement"
             self.engine.at(g.end, self._group_done, g, g.version)
 
     def _leave_group(self, i: int, t: float) -> None:

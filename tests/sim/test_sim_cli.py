@@ -63,7 +63,7 @@ def test_the_option_surface_is_frozen():
     assert options == {
         "--help", "--scenario", "--calibrate", "--list", "--peers", "--hours", "--seed", "--out", "--no-plots",
         "--codec", "--round-tokens", "--group-size", "--grouping", "--straggler-policy", "--assumed-mbps",
-        "--sample-s", "--loopback-mbps", "--progress-lag-s",
+        "--sample-s", "--loopback-mbps", "--progress-lag-s", "--hostile", "--hostile-kind",
     }
 
 
