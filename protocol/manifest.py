@@ -22,8 +22,9 @@ __all__ = ["DataSpec", "Hyperparameters", "ModelSpec", "ROUND_TOKENS", "RunManif
 CODECS = ("none", "fp16", "int8", "q4", "q2ef", "topkef", "topk2ef")  # node/averaging/codecs.py
 # the outer optimizer (lr, momentum) a codec is meant to run with, where it is not Hyperparameters'
 # default. topk2ef (SparseLoCo): its decaying error feedback already accumulates like momentum, and
-# Nesterov 0.7 / 0.9 on delayed sparse updates overshoots (BENCHMARKS.md, "Quality")
-CODEC_OUTER: dict[str, tuple[float, float]] = {"topk2ef": (1.0, 0.0)}
+# Nesterov 0.7 / 0.9 on delayed sparse updates learns slowest; plain SGD at lr 2 was the best of
+# 1 / 2 / 3 / 4 at H = 125 and second at H = 25 (lr 4 spiked; BENCHMARKS.md, "Quality")
+CODEC_OUTER: dict[str, tuple[float, float]] = {"topk2ef": (2.0, 0.0)}
 ALGORITHMS = ("diloco", "diloco-overlap", "sync")
 AGGREGATIONS = ("mean", "centered_clip", "trimmed_mean")  # node/averaging/robust.py
 

@@ -26,7 +26,7 @@ uplink part is, per chunk of ``chunk`` values, an fp16 absmax scale and a uint16
 uint16 in-chunk indices (increasing within a chunk) and 2-bit codes on the grid (c x 2/3 - 1) x
 scale. In-chunk indices cost 2 bytes where a flat index costs 4. Its error feedback keeps
 ``0.95 x`` the residual (the decaying accumulator plays outer momentum's part): run it with the
-outer optimizer ``protocol.manifest.CODEC_OUTER`` names (lr 1, no momentum); with Nesterov 0.7 / 0.9
+outer optimizer ``protocol.manifest.CODEC_OUTER`` names (lr 2, no momentum); with Nesterov 0.7 / 0.9
 delayed sparse updates overshoot (``topkef`` diverged so in BENCHMARKS.md).
 
 Why blocks never straddle parts (hard to undo): hivemind cuts every tensor into parts of

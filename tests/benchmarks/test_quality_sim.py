@@ -57,11 +57,11 @@ def test_loss_decreases(corpus):
 
 
 def test_chunked_sparse_codec_learns_with_its_own_outer_optimizer(corpus):
-    """topk2ef runs with the outer optimizer its runs get (lr 1, no momentum: CODEC_OUTER) and learns
+    """topk2ef runs with the outer optimizer its runs get (lr 2, no momentum: CODEC_OUTER) and learns
     every round; its uplink is what the codec's size says (indices, codes, scales and counts)."""
     cfg = replace(CFG, replicas=4, rounds=6, inner_steps=8)
     run = run_diloco(cfg, corpus, "topk2ef")
-    assert run["outer"] == {"lr": 1.0, "momentum": 0.0}
+    assert run["outer"] == {"lr": 2.0, "momentum": 0.0}
     assert all(b < a for a, b in zip(run["val_bpb"], run["val_bpb"][1:])), run["val_bpb"]
     assert run["val_bpb"][-1] < run["val_bpb"][0] - 0.3
     codec = make_codec("topk2ef").codec

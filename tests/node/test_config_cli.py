@@ -123,7 +123,7 @@ def test_manifest_from_flags_is_deterministic_and_file_round_trips(tmp_path):
 
 def test_a_sparse_codecs_run_gets_its_outer_optimizer_and_other_flags_stay():
     sparse = manifest_from_flags(NodeConfig(run_id="r1", codec="topk2ef", batch_size=8, aggregation="trimmed_mean"))
-    assert (sparse.hparams.outer_lr, sparse.hparams.outer_momentum) == (1.0, 0.0)
+    assert (sparse.hparams.outer_lr, sparse.hparams.outer_momentum) == (2.0, 0.0)
     assert (sparse.hparams.batch_size, sparse.hparams.aggregation) == (8, "trimmed_mean")
     dense = manifest_from_flags(NodeConfig(run_id="r1", codec="q2ef"))
     assert (dense.hparams.outer_lr, dense.hparams.outer_momentum) == (0.7, 0.9)
