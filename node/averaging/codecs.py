@@ -21,13 +21,13 @@ union of the senders' supports (``topkef``: int32 index + fp16 value; ``topk2ef`
 then uint16 in-chunk indices and fp16 values).
 
 ``topk2ef`` is SparseLoCo's recipe (chunked top-k, 2-bit values, error feedback that decays): its
-uplink part is, per chunk of ``chunk`` values, an fp16 absmax scale and a uint16 count (at most
+uplink part is, per chunk of ``block`` values, an fp16 absmax scale and a uint16 count (at most
 ``per_chunk``; zeros are never sent, so an on-grid vector re-encodes to itself), then all chunks'
 uint16 in-chunk indices (increasing within a chunk) and 2-bit codes on the grid (c x 2/3 - 1) x
 scale. In-chunk indices cost 2 bytes where a flat index costs 4. Its error feedback keeps
 ``0.95 x`` the residual (the decaying accumulator plays outer momentum's part): run it with the
-outer optimizer ``protocol.manifest.CODEC_OUTER`` names (lr 2, no momentum); with Nesterov 0.7 / 0.9
-delayed sparse updates overshoot (``topkef`` diverged so in BENCHMARKS.md).
+outer optimizer ``protocol.manifest.CODEC_OUTER`` names (lr 2, no momentum): with Nesterov 0.7 / 0.9 it
+learned slowest, and ``topkef`` diverged with it (BENCHMARKS.md, "Quality").
 
 Why blocks never straddle parts (hard to undo): hivemind cuts every tensor into parts of
 ``PART_VALUES`` values (we fix the part size so that the cut is exact); blocks restart at each
@@ -48,6 +48,7 @@ from node.averaging.sparse import (decode_chunked, decode_chunked_down, decode_s
 
 __all__ = ["CODECS", "PART_VALUES", "Codec", "CodecError", "ErrorFeedback", "get_codec", "quantize_roundtrip"]
 
+
 @dataclass(frozen=True)
 class Codec:
     """A codec for flat fp32 vectors; ``kind`` is "hivemind", "uniform", "topk" or "chunked"."""
@@ -65,10 +66,6 @@ class Codec:
     def per_chunk(self) -> int:
         """chunked: the most values a chunk sends."""
         return round(self.density * self.block)
-
-    @property
-    def sparse(self) -> bool:
-        return self.kind in ("topk", "chunked")
 
     @property
     def bytes_per_value(self) -> float:

@@ -45,6 +45,7 @@ def decode_sparse(data: bytes, n: int) -> torch.Tensor:
 def _chunks(n: int, block: int) -> int:
     return -(-check_size(n) // block)
 
+
 def encode_chunked(x: torch.Tensor, block: int, per_chunk: int, bits: int) -> bytes:
     """Uplink bytes of a flat fp32 part: the ``per_chunk`` largest magnitudes of every ``block`` values."""
     n, c = x.numel(), block
@@ -59,6 +60,7 @@ def encode_chunked(x: torch.Tensor, block: int, per_chunk: int, bits: int) -> by
     counts = keep.sum(dim=1).to(torch.int32)
     return (scale.numpy().tobytes() + counts.numpy().astype(np.uint16).tobytes()
             + idx[keep].numpy().astype(np.uint16).tobytes() + pack_bits(codes[keep].numpy(), bits))
+
 
 def _positions(counts: np.ndarray, idx: np.ndarray, n: int, block: int, limit: int) -> torch.Tensor:
     """Flat positions of in-chunk indices, after checking counts and increasing, in-range indices."""
@@ -76,6 +78,7 @@ def _positions(counts: np.ndarray, idx: np.ndarray, n: int, block: int, limit: i
     if (same & (pos[1:] <= pos[:-1])).any():
         raise CodecError("chunked part: in-chunk indices not strictly increasing")
     return torch.from_numpy(row * c + pos)
+
 
 def decode_chunked(data: bytes, n: int, block: int, per_chunk: int, bits: int) -> torch.Tensor:
     """``n`` fp32 values from uplink bytes; :class:`CodecError` on anything malformed."""
@@ -96,6 +99,7 @@ def decode_chunked(data: bytes, n: int, block: int, per_chunk: int, bits: int) -
     out[flat] = (codes * (2 / ((1 << bits) - 1)) - 1) * s
     return out
 
+
 def encode_chunked_down(x: torch.Tensor, block: int) -> bytes:
     """Downlink bytes of an averaged part: every non-zero, as a count per chunk, in-chunk indices, fp16 values."""
     nchunks = _chunks(x.numel(), block)
@@ -103,6 +107,7 @@ def encode_chunked_down(x: torch.Tensor, block: int) -> bytes:
     counts = torch.bincount(flat // block, minlength=nchunks)
     return (counts.numpy().astype(np.uint16).tobytes() + (flat % block).numpy().astype(np.uint16).tobytes()
             + x[flat].half().numpy().tobytes())
+
 
 def decode_chunked_down(data: bytes, n: int, block: int) -> torch.Tensor:
     """``n`` fp32 values from downlink bytes; :class:`CodecError` on anything malformed."""
