@@ -20,6 +20,7 @@ Map of this package::
     coordinator_ingest.py  coordinator ingest rate and state latency, on loopback
     data_prepare.py        ``swarm data prepare`` at scale: a generated corpus of N GB -> shards, peak memory
     sim_scale.py           wall time of the discrete-event simulator at 10,000 peers
+    sim_agreement.py       hostile members in the agreement on failed reducers, by swarm size and grouping
     gpu.py                 the GPU path: bf16 tokens/s and MFU of gpt2-124m, the outer step, DDP over the GPUs
                            present; ``--smoke`` runs it on a CPU (in the suite)
     memory_fit.py          which model a volunteer's 8 / 16 / 24 / 80 GB trains (``join --check``'s estimate)

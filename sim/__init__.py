@@ -12,6 +12,7 @@ Map of this package::
     catalog.py      assumptions: GPUs (TFLOP/s, MFU, prices), link profiles, codec bytes per parameter
     population.py   per-node constants as a struct of arrays; churn (sessions, daily pattern)
     allreduce.py    one group's butterfly all-reduce: time from payload and links, timeouts, bans
+    agreement.py    the agreement on failed reducers with hostile members, by the node's own settle()
     status.py       node statuses, id sets, all-reduce groups
     swarm.py        the DiLoCo round for every node: token target, matchmaking, groups, joins, leaves
     ledger.py       accounting: exact integrals of the truth and the coordinator's ledger view
