@@ -126,7 +126,8 @@ def launch(t: TrainerLike, tokens: int, pseudo: list[torch.Tensor]) -> Launch:
             b.copy_(g)
     try:
         control = t.swarm.averager.step(
-            gather={"tokens": tokens, "state_hash": t.state_hash, "state_round": t.global_round},
+            gather={"tokens": tokens, "state_hash": t.state_hash, "state_round": t.global_round,
+                    "serves": not t.swarm.averager.client_mode},
             weight=float(max(tokens, 1)),
             timeout=t.step_timeout,
             allow_retries=False,  # a retry would run on buffers a failed attempt already overwrote

@@ -11,7 +11,7 @@ import torch
 from node.net.announce import majority_hash, verify_records
 from node.daemon.node import Node
 from node.daemon.reports import outlier_report
-from node.averaging.group import parse_group, reference_hash, token_ceiling
+from node.averaging.group import Member, parse_group, reference_hash, token_ceiling
 from node.averaging.robust import MemberStats
 from node.model.state import GlobalState, StateCheck, StateError, state_hash
 from protocol import Identity, RunManifest, StateAnnouncement, open_envelope, seal
@@ -41,6 +41,20 @@ def test_malformed_or_implausible_members_are_dropped_not_fatal(caplog):
     # one member announcing a made-up future round does not outvote two that agree
     assert reference_hash(members) == H1
     assert reference_hash([]) is None
+    assert [m.peer_id for m in parse_group({"odd": {"tokens": 1, "state_hash": H1, "state_round": 3, "serves": "yes"}}, cap)] == []
+
+
+def test_the_reference_is_a_state_some_member_can_serve():
+    """A public node one round behind a home node (a client, which serves nothing) is the reference:
+    the home node downloads from it. The home node's newer round used to win, and the public node
+    could never fetch that state (a NAT swarm stuck for 240 s)."""
+    public, home = Member("pub", 10, H1, 5, serves=True), Member("home", 10, H2, 6, serves=False)
+    assert reference_hash([public, home]) == H1
+    assert reference_hash([Member("pub", 10, H1, 5), Member("pub-2", 10, H2, 6)]) == H2  # servers: newer round
+    # clients still vote among servable states, and alone they are the reference
+    assert reference_hash([public, Member("pub-2", 10, H2, 5), Member("home", 10, H2, 5, serves=False)]) == H2
+    assert reference_hash([home, Member("home-2", 10, H1, 5, serves=False)]) == H2
+    assert reference_hash([public, home, Member("home-2", 10, H2, 6, serves=False)]) == H1
 
 
 def _state(round_: int = 2, scale: float = 1.0) -> GlobalState:
