@@ -78,10 +78,11 @@ def reference_hash(members: list[Member]) -> str | None:
     resynchronise.
 
     Why only servable states (a trust rule): a member that differs from the reference downloads it,
-    and a client behind NAT serves nothing. When a public node and a home node disagreed, the newer
-    round won the tie; if that was the home node's, the public node could never fetch it, kept
-    differing in every round after, and no joiner could fetch a state either (a NAT swarm test stuck
-    for 240 s with two nodes at round 0). A state only clients hold cannot spread, so it never wins.
+    and a client behind NAT serves nothing. Under the old rule, when a public node and a home node
+    disagreed the newer round won the tie; if that was the home node's, the public node could never
+    fetch it, differed in every round after, and no joiner could fetch a state either (what the
+    statuses of a NAT swarm test stuck for 240 s in CI show). A state only clients hold cannot
+    spread, so it never wins.
     """
     servable = {m.state_hash for m in members if m.serves}
     voting = [m for m in members if m.state_hash in servable] or members

@@ -48,14 +48,17 @@ def test_survivors_finish_rounds_after_a_peer_fails_mid_allreduce(tmp_path, acti
         # a survivor that was one round behind the other when the victim died downloads the other's
         # state, which can wait for the victim's last state announcement to lapse (announce.TTL_S):
         # so wait for the round both survivors hold, not only for their counts
+        def after_fault(s):
+            return {r: h for r, h in common_hashes(s, survivors).items() if int(r) > max(at_fault.values())}
+
         def healed(s):
-            later = [r for r in common_hashes(s, survivors) if int(r) > max(at_fault.values())]
-            return all(s[n]["rounds"] >= at_fault[n] + 2 for n in survivors) and bool(later)
+            return all(s[n]["rounds"] >= at_fault[n] + 2 for n in survivors) and bool(after_fault(s))
         sts = wait_until(swarm, healed, 150, "two more rounds on the survivors, one of them held by both")
         print(f"{action}: survivors completed 2 more rounds {time.monotonic() - t_fault:.1f} s after the fault")
         for n in survivors:
             assert math.isfinite(sts[n]["final_val_bpb"]), f"{n} has a non-finite loss"
             assert sts[n]["final_val_bpb"] < sts[n]["initial_val_bpb"]
-        after = {r: h for r, h in common_hashes(sts, survivors).items() if int(r) > max(at_fault.values())}
+        after = after_fault(sts)
+        assert after, "no round completed by both survivors after the fault"
         assert all(len(h) == 1 for h in after.values()), f"survivors disagree: {after}"
         swarm.stop_node("victim", signal.SIGKILL)  # a frozen node is reaped with its whole process group
