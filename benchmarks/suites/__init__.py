@@ -14,6 +14,7 @@ Map of this package (each suite module exposes ``main(argv) -> int``; docs/bench
     versus.py       time to a target validation loss, DiLoCo vs ``--algorithm sync``, ABAB interleaved
     churn.py        kill a peer in the inner phase and mid-all-reduce, restart it: stall, excursion, catch-up
     nat.py          4 nodes with 2 behind NAT routers vs 4 public: round time B / A, bytes relays may carry per round
+    size.py         a real-size model (86M, loopback): peak memory vs ``join --check``, round split, joiner, checkpoint, export
 
 ``bench clean`` removes leftover ``csw-`` namespaces (:func:`benchmarks.netns.clean`).
 Imports: ``benchmarks.netns``, ``node`` (launcher, config, manifests, codecs), ``protocol`` and matplotlib; the nodes
@@ -30,7 +31,7 @@ from node.host.lifeline import unwind_on_signals
 
 __all__ = ["SUITES", "main"]
 
-_NAMES = ("bytes", "allreduce", "utilization", "versus", "churn", "nat")
+_NAMES = ("bytes", "allreduce", "utilization", "versus", "churn", "nat", "size")
 
 
 def _lazy(name: str) -> Callable[[list[str]], int]:

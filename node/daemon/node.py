@@ -26,6 +26,7 @@ from node.host.ctl import CtlBusy, CtlError, CtlServer, socket_path
 from node.data.corpus import check_data
 from node.data.load import load_corpus
 from node.model.initial import load_initial, resolve_initial
+from node.host.heap import return_large_frees
 from node.host.lifeline import guard_forked_helpers
 from node.train.ddp import LocalGroup, parse_devices, pick_device
 from node.model.tokenizer import TOKENIZER_FILE
@@ -329,6 +330,7 @@ def _unsent(verdict: Any) -> None:
 def run_node(cfg: NodeConfig) -> int:
     # hivemind's DHT and averager processes (and the DHT's p2pd) die with this process, even on kill -9
     guard_forked_helpers()
+    return_large_frees()  # before any tensor: freed round buffers go back to the OS (node/host/heap.py)
     node = Node(cfg)
 
     def _on_signal(signum: int, _frame: Any) -> None:

@@ -10,5 +10,6 @@ Map of this package:
     ctl.py       ``swarm ctl``: the owner-only unix socket in the state dir, server and client
     metrics.py   Prometheus ``/metrics`` of a node (``--metrics-port``), read at scrape time
     lifeline.py  nothing outlives its launcher: parent-death signals, a watchdog in hivemind's forked helpers
+    heap.py      glibc's malloc returns large frees to the OS (a fixed mmap threshold): a node's memory stays flat
     faults.py    fault-injection seam for churn tests (``CAPASWARM_FAULT``)
 """

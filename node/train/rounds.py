@@ -192,6 +192,10 @@ def agreement_dissent(averager: Any, ok: bool) -> list[tuple[int, list[str]]]:
 class Blocking:
     """Launch, wait, step: the round ends when its all-reduce lands."""
 
+    # every inner phase starts from the global parameters themselves (the outer step and a download
+    # change them only between phases), so the trainer keeps no separate copy of its start point
+    anchor_is_global = True
+
     def __init__(self, t: TrainerLike):
         self.t = t
 
@@ -237,6 +241,8 @@ class Blocking:
 
 class Overlap:
     """Land the all-reduce that ran behind this inner phase, then launch this round's."""
+
+    anchor_is_global = False  # an inner phase starts from global minus our own in-flight update
 
     def __init__(self, t: TrainerLike):
         self.t = t

@@ -54,12 +54,14 @@ class TrainerStats:
     bytes_received: int = 0
     compute_s: float = 0.0  # seconds in forward/backward/optimizer, all rounds
     eval_s: float = 0.0  # seconds spent on validation
+    checkpoints: int = 0  # checkpoints written (one per applied round)
+    checkpoint_s: float = 0.0  # seconds spent writing them
     blocked_s: float = 0.0  # seconds the training loop waited on the network, all rounds
     initial_val_bpb: float | None = None
     last_val_bpb: float | None = None
     val_history: list[tuple[int, int, float]] = field(default_factory=list)  # (global round, our contributed tokens, val bpb)
     resumed_from: dict[str, Any] | None = None  # {"round", "state_hash"} of the checkpoint we resumed from
-    synced_from_peers: dict[str, Any] | None = None  # ... of the last state downloaded from peers
+    synced_from_peers: dict[str, Any] | None = None  # ... of the last state downloaded from peers, and its "seconds"
     hash_history: dict[int, str] = field(default_factory=dict)  # round -> global state hash after it
     first_contribution: int | None = None  # round of our first successful all-reduce
     round_log: dict[int, tuple[float, int]] = field(default_factory=dict)  # round -> (unix time it ended, our tokens in it)

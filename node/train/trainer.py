@@ -215,7 +215,9 @@ class Trainer:
         codec = get_codec(manifest.codec)
         self.error_feedback = ErrorFeedback(codec, [p.shape for p in self.global_params]) if codec.error_feedback else None
         self.rounds = strategy(self)  # blocking or overlapped all-reduce (node/train/rounds.py)
-        self.anchor = [p.clone() for p in self.global_params]  # where this round's inner phase started
+        # where this round's inner phase started: the global parameters themselves when the strategy
+        # allows it (blocking rounds), which saves a full fp32 copy of the model
+        self.anchor = self.global_params if self.rounds.anchor_is_global else [p.clone() for p in self.global_params]
         self.round = 0  # the swarm round this node works on (hivemind's epoch)
         self.global_round = 0  # rounds folded into the global parameters (overlap: one behind ``round``)
         self.need_resync = False
@@ -263,11 +265,14 @@ class Trainer:
         logger.info("resumed from %s at round %d", self.checkpoint_path, self.round)
 
     def save(self) -> None:
+        t0 = time.perf_counter()
         NodeCheckpoint(
             self.manifest.content_hash, self.manifest.to_bytes(), self._snapshot, self.inner_opt.state_dict(),
             self.sampler.rng.get_state(), self.stats.counters(CHECKPOINT_COUNTERS),
             self.error_feedback.state_dict() if self.error_feedback is not None else None,
         ).save(self.checkpoint_path)
+        self.stats.checkpoints += 1
+        self.stats.checkpoint_s += time.perf_counter() - t0
 
     def announce_state(self) -> None:
         """Announce our state's hash (after a round, a download, every 5 s from the daemon), unless it is a fork."""
@@ -277,6 +282,7 @@ class Trainer:
     def sync_from_peers(self) -> bool:
         """Download the latest global state (``node.net.statesync``), check it, adopt it. True on success."""
         self.status = "syncing"
+        t0 = time.perf_counter()
         state = self.statesync.download(self.rounds.state_round_needed(), [p.shape for p in self.global_params])
         if state is None or not self.rounds.adopts(state):
             return False
@@ -287,7 +293,8 @@ class Trainer:
         self.statesync.advertise(self.global_round)
         with self.swarm.tracker.pause_updates():
             self.swarm.tracker.update_epoch(self.round)
-        self.stats.synced_from_peers = {"round": self.round, "state_hash": self._snapshot.hash}
+        self.stats.synced_from_peers = {"round": self.round, "state_hash": self._snapshot.hash,
+                                        "seconds": round(time.perf_counter() - t0, 3)}  # download, checks, adoption
         self.need_resync, self.statesync.announcing = False, True
         self.statesync.share(True)
         self.announce_state()
@@ -304,5 +311,6 @@ class Trainer:
         with torch.no_grad():
             for local, a, x in zip(self.model.parameters(), self.anchor, start):
                 local.copy_(x)
-                a.copy_(x)
+                if a is not x:
+                    a.copy_(x)
 
