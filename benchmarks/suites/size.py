@@ -52,9 +52,10 @@ def _kb(field: str, text: str) -> int:
     return 0
 
 
-def process_group_memory(pgid: int) -> tuple[int, int, int]:
+def process_group_memory(pgid: int, per_process: dict[int, int] | None = None) -> tuple[int, int, int]:
     """(PSS bytes, RSS bytes, processes) of every process in process group ``pgid`` (a node started
-    by the launcher leads its own session: its averager, DHT and p2pd are in its group)."""
+    by the launcher leads its own session: its averager, DHT and p2pd are in its group); with
+    ``per_process``, each one's PSS is also written there by pid."""
     pss = rss = count = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -66,7 +67,10 @@ def process_group_memory(pgid: int) -> tuple[int, int, int]:
             rollup = Path(entry.path, "smaps_rollup").read_text()
         except (FileNotFoundError, ProcessLookupError, PermissionError, IndexError, ValueError):
             continue  # exited between the scan and the read
-        pss, rss, count = pss + 1024 * _kb("Pss", rollup), rss + 1024 * _kb("Rss", rollup), count + 1
+        mine = 1024 * _kb("Pss", rollup)
+        pss, rss, count = pss + mine, rss + 1024 * _kb("Rss", rollup), count + 1
+        if per_process is not None:
+            per_process[int(entry.name)] = mine
     return pss, rss, count
 
 
@@ -78,6 +82,7 @@ class MemorySampler:
         self.peak_pss: dict[str, int] = {}
         self.peak_rss: dict[str, int] = {}
         self.processes: dict[str, int] = {}
+        self.peak_per_process: dict[str, dict[int, int]] = {}  # node -> pid -> its peak PSS
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory", daemon=True)
 
@@ -94,7 +99,11 @@ class MemorySampler:
             for node, proc in list(self.procs.items()):
                 if proc.poll() is not None:
                     continue
-                pss, rss, count = process_group_memory(proc.pid)
+                each: dict[int, int] = {}
+                pss, rss, count = process_group_memory(proc.pid, each)
+                peaks = self.peak_per_process.setdefault(node, {})
+                for pid, v in each.items():
+                    peaks[pid] = max(peaks.get(pid, 0), v)
                 self.peak_pss[node] = max(self.peak_pss.get(node, 0), pss)
                 self.peak_rss[node] = max(self.peak_rss.get(node, 0), rss)
                 self.processes[node] = max(self.processes.get(node, 0), count)
@@ -127,12 +136,12 @@ def _split(reports: list[Report]) -> dict[str, float | None]:
             "other_s": med([r.wall_s - r.compute_s - (r.blocked_s or 0.0) for r in ok])}
 
 
-def _bytes_vs_bound(reports: list[Report], n: int, codec: str) -> dict[str, Any]:
-    """Payload bytes sent per round in the full group vs the butterfly bound (``bytes.bound_bytes``)."""
-    full = [r for r in reports if r.ok and r.group == n and r.payload_bytes]
+def _bytes_vs_bound(reports: list[Report], codec: str) -> dict[str, Any]:
+    """Payload bytes sent per round in a group of two or more vs the butterfly bound (``bytes.bound_bytes``)."""
+    full = [r for r in reports if r.ok and r.group >= 2 and r.payload_bytes]
     if not full:
         return {}
-    bound = statistics.median(bound_bytes(r.payload_bytes, codec, n) for r in full)
+    bound = statistics.median(bound_bytes(r.payload_bytes, codec, r.group) for r in full)
     sent = statistics.median(r.bytes_sent for r in full)
     return {"rounds": len(full), "payload_fp32_mb": round(statistics.median(r.payload_bytes for r in full) / MB, 1),
             "sent_mb": round(sent / MB, 1), "bound_mb": round(bound / MB, 1), "sent_over_bound": round(sent / bound, 3)}
@@ -202,8 +211,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "peak_pss_gb": round(memory.peak_pss.get(node, 0) / 2**30, 2),
                 "peak_rss_gb": round(memory.peak_rss.get(node, 0) / 2**30, 2),
                 "processes": memory.processes.get(node), "estimate_gb": round(estimate, 2),
+                "peak_pss_gb_per_process": sorted((round(v / 2**30, 2) for v in memory.peak_per_process.get(node, {}).values()),
+                                                  reverse=True),
                 "pss_over_estimate": round(memory.peak_pss.get(node, 0) / 2**30 / estimate, 2),
-                "round_split_s": _split(mine), "bytes": _bytes_vs_bound(mine, n, args.codec),
+                "round_split_s": _split(mine), "bytes": _bytes_vs_bound(mine, args.codec),
                 "checkpoint_write_s": round(st["checkpoint_s"] / checkpoints, 2) if checkpoints else None,
                 "state_download_s": (st.get("synced_from_peers") or {}).get("seconds"),
             })
