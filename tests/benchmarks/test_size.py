@@ -1,11 +1,19 @@
-"""The size suite's own measurements: a process group's memory, and the cross-node hash comparison."""
+"""The size suite: a process group's memory, the cross-node hash comparison, and a swarm of the ``small``
+preset (10.8M) with a joiner, so the size-dependent paths (timeouts, state download, checkpoint, export)
+stay covered in the suite at more than the tiny model's size."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from benchmarks.suites.size import hash_agreement, process_group_memory
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_process_groups_memory_counts_every_member_and_what_it_holds():
@@ -34,3 +42,23 @@ def test_hash_agreement_compares_every_round_two_nodes_hold_and_names_the_differ
     assert got["rounds_compared"] == 2 and got["rounds_differing"] == [3]
     assert got["nodes_per_round"] == {"2": ["node-1", "node-2"], "3": ["node-1", "node-2", "node-3"]}
     assert hash_agreement({"node-1": {"hashes": {"1": "a"}}, "node-2": {}})["rounds_compared"] == 0
+
+
+@pytest.mark.swarm
+@pytest.mark.timeout(300)
+def test_two_nodes_of_the_small_preset_and_a_joiner_agree_at_every_round(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.suites", "size", "--loopback", "--model", "small", "--nodes", "2", "--rounds", "2",
+         "--run-seconds", "240", "--out", str(out), "--workdir", str(tmp_path / "work"), "--cpu-lock", ""],
+        cwd=REPO, capture_output=True, text=True, timeout=290)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = json.loads((out / "size.json").read_text())["run"]
+    assert run["completed"] and run["parameters"] == 10_844_160
+    assert run["hashes"]["rounds_compared"] >= 2 and run["hashes"]["rounds_differing"] == []
+    nodes = {n["node"]: n for n in run["nodes"]}
+    assert nodes["node-1"]["rounds"] >= 2 and nodes["node-2"]["rounds"] >= 2
+    joiner = nodes["node-3"]
+    assert joiner["joiner"] and joiner["rounds"] >= 1 and joiner["state_download_s"] > 0  # it downloaded the state
+    assert all(n["peak_pss_gb"] > 0 and n["processes"] >= 3 for n in nodes.values())  # node, averager, DHT (+ p2pd)
+    assert nodes["node-1"]["checkpoint_write_s"] > 0 and run["transformers_parameters"] == run["parameters"]
