@@ -208,7 +208,8 @@ class Node(NodeViews):
         if role != self.role and self.swarm is not None and not self.stop.is_set():
             self.swarm.shutdown()
             self.swarm = None
-            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=role == "client"))
+            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=role == "client"),
+                                      joined=bool(peers))
         self.role = role
 
     def run(self) -> int:
@@ -242,7 +243,8 @@ class Node(NodeViews):
             peers = self._bootstrap_peers()
             if self.stop.is_set():  # stopped while waiting for a peer
                 return 0
-            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=self.role != "reducer"))
+            self.swarm = SwarmHandles(start_dht(self.cfg, self.cfg.key_path, peers, client_mode=self.role != "reducer"),
+                                      joined=bool(peers))
             self._beat_now.set()  # tell the coordinator where we listen, so that it dials us back
             self._settle_role(peers)
             if self.stop.is_set():

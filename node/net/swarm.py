@@ -147,8 +147,9 @@ def find_foreign_manifests(dht: hivemind.DHT, manifest: RunManifest) -> dict[str
 class SwarmHandles:
     """The hivemind objects of one node, shut down in reverse order of creation."""
 
-    def __init__(self, dht: hivemind.DHT):
+    def __init__(self, dht: hivemind.DHT, *, joined: bool = False):
         self.dht = dht
+        self.joined = joined  # bootstrapped from peers already in the swarm (not its first node)
         self.tracker: ProgressTracker | None = None
         self.averager: Any = None
         self._tracking: tuple[RunManifest, NodeConfig] | None = None

@@ -25,7 +25,7 @@ from node.host import faults
 from node.averaging.group import parse_group, reference_hash, token_ceiling
 from node.averaging.robust import MemberStats, outliers
 from node.model.state import GlobalState
-from node.train.stats import RoundResult
+from node.train.stats import RoundResult, TrainerStats
 
 from node.averaging.codecs import ErrorFeedback
 from node.averaging.timeouts import LinkTimeouts
@@ -34,7 +34,7 @@ from node.net.statesync import StateSync
 from node.net.swarm import SwarmHandles
 from protocol import RunManifest
 
-__all__ = ["Blocking", "Launch", "Overlap", "Work", "agreement_dissent", "launch", "land", "reducer_outliers", "strategy"]
+__all__ = ["Blocking", "Launch", "Overlap", "Work", "agreement_dissent", "alone", "launch", "land", "reducer_outliers", "strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class TrainerLike(Protocol):
     need_resync: bool
     status: str
     step_timeout: float
+    stats: TrainerStats
 
     @property
     def state_hash(self) -> str: ...
@@ -66,6 +67,8 @@ class TrainerLike(Protocol):
                     group: list[tuple[str, int]]) -> RoundResult: ...
 
     def restart_from(self, start: list[torch.Tensor]) -> None: ...
+
+    def sync_from_peers(self, at_round: int | None = None) -> bool: ...
 
     def evaluate(self) -> float: ...
 
@@ -108,9 +111,20 @@ class Work:
         return counters.sent - self.sent0, counters.received - self.recv0
 
 
+def alone(t: TrainerLike) -> bool:
+    """No one to average with: the tracker and a fresh look at the DHT see only us. A node that
+    joined through peers, and has neither averaged with a group nor downloaded a state, is never
+    alone: its view of the DHT may still be empty (it had just bootstrapped), and a step of its own
+    forks the state (a demo's third node stepped alone in round 0 while the other two averaged, CI).
+    It launches the all-reduce instead, which fails if no one is there."""
+    if t.swarm.joined and t.stats.first_contribution is None and t.stats.synced_from_peers is None:
+        return False
+    return t.swarm.tracker.global_progress.num_peers <= 1 and not t.swarm.others_training()
+
+
 def launch(t: TrainerLike, tokens: int, pseudo: list[torch.Tensor]) -> Launch:
     """Start the all-reduce of ``pseudo`` (weighted by ``tokens``); alone in the swarm, keep our own."""
-    if t.swarm.tracker.global_progress.num_peers <= 1 and not t.swarm.others_training():
+    if alone(t):
         return Launch(alone=pseudo)
     t.status = "averaging"
     t.timeouts.expect_group(t.swarm.tracker.global_progress.num_peers)
@@ -231,8 +245,11 @@ class Blocking:
         """The global round a download must bring us to: the swarm's (a landed round moves its epoch)."""
         return max(self.t.global_round, self.t.swarm.tracker.global_epoch)
 
-    def round_after_sync(self) -> int:
-        return self.t.round
+    def round_after_sync(self, state: GlobalState) -> int:
+        return self.t.round  # the state's round: its servers work on that round
+
+    def holds_current_state(self) -> bool:
+        return True  # every average we did not fold, a download at the round's start brings
 
     def evaluate_global(self) -> float:
         """Validation bits per byte of the global parameters: the local model restarted from them."""
@@ -258,6 +275,17 @@ class Overlap:
             work.blocked_s += time.perf_counter() - t_wait  # only what the inner phase did not hide
             t.outer_step(averaged, base_differs=prev.launch.base_differs)
             finished = t.close_round(prev, averaged, group)
+        # Catching up: we lack an average the others folded into the state they launch this round
+        # with (the round in flight when we downloaded, as a joiner or back from a pause, or one our
+        # landing dropped or refused), so fetch that state first. They land that average when we do
+        # and announce at once; if no majority announces it within the download's tries, we launch
+        # with ours and the group's vote settles it. Launching with the older state every time made
+        # a joiner stale in every round (the vote refused its base; its next download again missed
+        # the round then in flight), and two stale members outvoted a current one: a fork (CI).
+        if t.global_round < work.round:
+            t_sync = time.perf_counter()
+            t.sync_from_peers(at_round=work.round)
+            work.blocked_s += time.perf_counter() - t_sync
         work.mark_bytes(t.swarm.averager.counters)  # after the previous all-reduce landed: only ours counts
         t_launch = time.perf_counter()
         work.launch = launch(t, work.tokens, pseudo)
@@ -299,9 +327,20 @@ class Overlap:
         after round: a node that took no step on a stale state never caught up (seen in a loaded CI run)."""
         return max(self.t.global_round, self.t.swarm.tracker.global_epoch - 1)
 
-    def round_after_sync(self) -> int:
-        """The swarm already has the next round's all-reduce in flight: join the round after it."""
-        return max(self.t.round, self.t.swarm.tracker.global_epoch)
+    def holds_current_state(self) -> bool:
+        """Whether our global state has every average folded in but the one in flight (ours): not after
+        a download (the round then in flight is missing until we catch up), nor after a landing we
+        dropped. Such a state is not announced: counted in the vote, two joiners holding it outvoted
+        the one node that had folded that round, and neither could catch up (no majority announced
+        the newer state)."""
+        return self.t.global_round + (self.in_flight is not None) >= self.t.round
+
+    def round_after_sync(self, state: GlobalState) -> int:
+        """The swarm already has the state's round in flight (its servers launched that round's
+        all-reduce as they folded the one before): join the round after it. The tracker's epoch alone
+        lagged just after a start: a joiner took a round already launched and averaged it with another
+        joiner, apart from the swarm (seen in the overlap test's runs)."""
+        return max(self.t.round, self.t.swarm.tracker.global_epoch, state.round + 1)
 
     def evaluate_global(self) -> float:
         """Validation bits per byte of the global parameters (the local model runs ahead of them)."""

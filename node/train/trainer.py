@@ -275,19 +275,23 @@ class Trainer:
         self.stats.checkpoint_s += time.perf_counter() - t0
 
     def announce_state(self) -> None:
-        """Announce our state's hash (after a round, a download, every 5 s from the daemon), unless it is a fork."""
-        if not self.need_resync:
+        """Announce our state's hash (after a round, a download, every 5 s from the daemon), unless it is a
+        fork or lacks an average the others folded (``holds_current_state``)."""
+        if not self.need_resync and self.rounds.holds_current_state():
             self.statesync.announce(self.global_round, self._snapshot.hash)
 
-    def sync_from_peers(self) -> bool:
-        """Download the latest global state (``node.net.statesync``), check it, adopt it. True on success."""
+    def sync_from_peers(self, at_round: int | None = None) -> bool:
+        """Download the latest global state (``node.net.statesync``), check it, adopt it. True on success.
+        ``at_round``: only the state of exactly that global round, to work on the round of that number
+        (overlap's catch-up before a launch, ``Overlap.catch_up``)."""
         self.status = "syncing"
         t0 = time.perf_counter()
-        state = self.statesync.download(self.rounds.state_round_needed(), [p.shape for p in self.global_params])
-        if state is None or not self.rounds.adopts(state):
+        needed = self.rounds.state_round_needed() if at_round is None else at_round
+        state = self.statesync.download(needed, [p.shape for p in self.global_params])
+        if state is None or not (self.rounds.adopts(state) if at_round is None else state.round == at_round):
             return False
         self._load_global(state)
-        self.round = self.rounds.round_after_sync()
+        self.round = self.rounds.round_after_sync(state) if at_round is None else at_round
         self._snapshot = self._make_snapshot()
         self.stats.hash_history[self.global_round] = self._snapshot.hash
         self.statesync.advertise(self.global_round)

@@ -175,6 +175,48 @@ def test_a_forked_node_downloads_the_swarms_state_and_adopts_it(corpus, tmp_path
     assert result.ok and result.round == 1 and equal(t.global_params, stepped(theirs.params, swarm.averager.averaged[-1]))
 
 
+def _state_of(t: Trainer, round_: int, seed: int) -> GlobalState:
+    gen = torch.Generator().manual_seed(seed)
+    return GlobalState(round_, [torch.randn(p.shape, generator=gen) for p in t.global_params],
+                       [torch.zeros(p.shape) for p in t.global_params])
+
+
+@pytest.mark.parametrize("served_in_time", [True, False])
+def test_an_overlap_joiner_fetches_the_state_its_group_launches_with(corpus, tmp_path, monkeypatch, served_in_time):
+    """A joiner of an overlapped swarm downloads state 1 while round 1's all-reduce is in flight, so it
+    works on round 2, even if its tracker still says round 1; before launching round 2 it fetches state
+    2 (round 1 folded), the state its group launches round 2 with. Without it (no peer serves state 2
+    in time) it launches with state 1 and the group's vote settles it."""
+    monkeypatch.setattr(statesync, "SYNC_RETRY_S", 0.0)
+    m = manifest(algorithm="diloco-overlap")
+    t, swarm = trainer(corpus, tmp_path, m, peers={"peer-a": peer(2, TARGET)})
+    swarm.tracker.global_epoch = 1  # the tracker's view lags: the swarm launched round 1 already
+    one, two = _state_of(t, 1, 7), _state_of(t, 2, 8)
+    swarm.averager.served = [one.to_wire(m.content_hash), *([two.to_wire(m.content_hash)] if served_in_time else [])]
+
+    assert t.run_round(STOP) is None  # downloads state 1, trains round 2, launches it
+    base = two if served_in_time else one
+    assert (t.stats.synced_from_peers["round"], t.stats.synced_from_peers["state_hash"]) == (2, base.hash)
+    (r, _, launched_on, update), = swarm.averager.published
+    assert (r, launched_on, t.global_round, t.state_hash) == (2, base.hash, base.round, base.hash)
+    assert t.round == 3 and equal(t.global_params, base.params)
+    assert t.rounds.holds_current_state() is served_in_time  # a state still lacking round 1 is not announced
+    assert equal(t.model.parameters(), [g - d for g, d in zip(base.params, update)])  # the state + our progress
+
+
+@pytest.mark.parametrize("joined", [True, False])
+def test_only_a_first_node_steps_alone_before_it_averaged_or_downloaded(corpus, tmp_path, joined):
+    """Seeing no one else, a swarm's first node steps alone; a node that joined through peers launches the
+    all-reduce instead (its fresh DHT view may still be empty: a step of its own would fork the state)."""
+    t, swarm = trainer(corpus, tmp_path, manifest())
+    swarm.joined = joined
+    assert t.run_round(STOP).ok
+    assert len(swarm.averager.sent) == (1 if joined else 0)
+    swarm.averager.sent.clear()
+    assert t.run_round(STOP).ok  # it has averaged (or stepped) once: alone now means alone
+    assert swarm.averager.sent == []
+
+
 def test_a_state_older_than_ours_is_refused(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(statesync, "SYNC_RETRY_S", 0.0)  # refused every time: no pause between the attempts
     m = manifest()

@@ -66,7 +66,8 @@ class FakeAverager:
     ``round_of()``: the round an all-reduce belongs to (the peers' contributions depend on it).
     ``fail_rounds``: the first all-reduce of each of these rounds fails (``result()`` raises). ``peer_hash``: the
     state hash the peers claim (default: ours). ``served``: the ``(metadata, tensors)`` a state
-    download gets, if the trainer's check accepts it."""
+    download gets, if the trainer's check accepts it; or a list of them, one per download (the
+    last one stays)."""
 
     client_mode = False
 
@@ -80,7 +81,7 @@ class FakeAverager:
         self.sent: list[list[torch.Tensor]] = []  # what this node put into each all-reduce
         self.averaged: list[list[torch.Tensor]] = []  # what each all-reduce returned
         self.timeouts: list[tuple[float, float]] = []
-        self.served: tuple[dict[str, Any], list[torch.Tensor]] | None = None
+        self.served: Any = None  # (metadata, tensors), or a list of them
         self.published: list[tuple[int, int, str, list[torch.Tensor]]] = []  # updates kept for validators
 
     @contextlib.contextmanager
@@ -122,9 +123,12 @@ class FakeAverager:
         self.timeouts.append((chunk_s, allreduce_s))
 
     def load_state_from_peers(self, *, timeout: float, accept: Callable[[Any, list[Any]], str | None]) -> Any:
-        if self.served is None or accept(*self.served) is not None:
+        served = self.served
+        if isinstance(served, list):
+            served = served.pop(0) if len(served) > 1 else served[0]
+        if served is None or accept(*served) is not None:
             return None
-        return self.served
+        return served
 
 
 class FakeSwarm:
@@ -136,6 +140,7 @@ class FakeSwarm:
         self.tracker: FakeTracker | None = None
         self.averager: FakeAverager | None = None
         self.swarm_epoch = 0  # what a fresh look at the DHT would say the swarm's round is
+        self.joined = False  # SwarmHandles.joined: bootstrapped from peers
 
     def start_training(self, manifest: Any, cfg: Any, shapes: list[torch.Size], serve_state: Callable[[], Any]) -> None:
         self.serve_state = serve_state
