@@ -2,9 +2,9 @@
 
 Three nodes train with the one-round-delayed outer update: the loss falls on every node, and
 every node folds the same averages into identical global parameters in every round after every
-node's first contribution. (A node that joins a running overlapped swarm holds a stale state for
-its first average; the group's state hashes show it, it folds nothing into it and downloads the
-swarm's state instead.)
+node's first contribution. (A node that joins a running overlapped swarm downloads a state that
+lacks the round then in flight; before its first launch it fetches the state its group launches
+with, ``Overlap`` in node/train/rounds.py.)
 """
 from __future__ import annotations
 
