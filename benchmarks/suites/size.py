@@ -36,10 +36,11 @@ from typing import Any
 from benchmarks.suites.bytes import bound_bytes
 from benchmarks.suites.output import publish, suite_result
 from benchmarks.suites.provenance import fingerprint
+from node.cli.demo import replica_check
 from benchmarks.suites.swarm import (base_parser, bench_swarm, cpu_lock, ledger_reports, make_bed, name, Report, SwarmSpec,
                                      tokens_per_step, workdir)
 
-__all__ = ["MemorySampler", "hash_agreement", "main", "process_group_memory"]
+__all__ = ["MemorySampler", "main", "process_group_memory"]
 
 logger = logging.getLogger(__name__)
 MB = 2**20
@@ -108,18 +109,6 @@ class MemorySampler:
                 self.peak_rss[node] = max(self.peak_rss.get(node, 0), rss)
                 self.processes[node] = max(self.processes.get(node, 0), count)
             self._stop.wait(self.every_s)
-
-
-def hash_agreement(statuses: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Every round that two or more nodes hold a state hash for, compared: how many agree, which differ."""
-    by_round: dict[int, dict[str, str]] = {}
-    for node, st in statuses.items():
-        for r, h in (st.get("hashes") or {}).items():
-            by_round.setdefault(int(r), {})[node] = h
-    shared = {r: hs for r, hs in sorted(by_round.items()) if len(hs) >= 2}
-    differ = [r for r, hs in shared.items() if len(set(hs.values())) > 1]
-    return {"rounds_compared": len(shared), "rounds_differing": differ,
-            "nodes_per_round": {str(r): sorted(hs) for r, hs in shared.items()}}
 
 
 def _split(reports: list[Report]) -> dict[str, float | None]:
@@ -221,8 +210,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         ckpt = work / "swarm" / name(1) / "checkpoint.pt"
         extras = {"checkpoint_mb": round(ckpt.stat().st_size / MB, 1), "checkpoint_load_s": _load_checkpoint_s(ckpt),
                   **_export(work / "swarm" / name(1), work / "export")} if ckpt.exists() else {}
+    hashes = replica_check([st.get("hashes") or {} for st in statuses.values()])
     return {"completed": bool(done), "seconds": round(seconds, 1), "model": args.model,
-            "parameters": param_count(model_spec), "nodes": nodes, "hashes": hash_agreement(statuses), **extras}
+            "parameters": param_count(model_spec), "nodes": nodes, "hashes": hashes, **extras}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -231,7 +221,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"loopback, {a['rounds']} rounds, batch {a['batch_size']}, {a['steps_per_round']} inner steps per node per round, "
              f"codec {a['codec']}", "",
              f"Completed: {r['completed']} in {r['seconds']:.0f} s. State hashes: {r['hashes']['rounds_compared']} rounds "
-             f"held by two or more nodes, {len(r['hashes']['rounds_differing'])} differing.", "",
+             f"held by two or more nodes, {len(r['hashes']['rounds_forked'])} forked.", "",
              "| node | rounds | peak PSS GB (RSS) | `join --check` estimate GB | PSS / estimate | round wall s | compute s "
              "| network s | other s | sent MB / bound MB | checkpoint write s | state download s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -280,4 +270,4 @@ def main(argv: list[str]) -> int:
         result = run(args, work)
     doc = suite_result("size", args, fp, run=result)
     code = publish(args.out, doc, markdown(doc), {})
-    return code if result["completed"] and not result["hashes"]["rounds_differing"] else 1
+    return code if result["completed"] and not result["hashes"]["rounds_forked"] else 1

@@ -34,7 +34,8 @@ from node.net.statesync import StateSync
 from node.net.swarm import SwarmHandles
 from protocol import RunManifest
 
-__all__ = ["Blocking", "Launch", "Overlap", "Work", "agreement_dissent", "alone", "launch", "land", "reducer_outliers", "strategy"]
+__all__ = ["Blocking", "Launch", "Overlap", "Work", "agreement_dissent", "alone", "launch", "land", "reducer_outliers",
+           "strategy"]
 
 logger = logging.getLogger(__name__)
 
