@@ -95,10 +95,12 @@ def outer_step(opt: torch.optim.SGD, averaged: list[torch.Tensor]) -> None:
     opt.zero_grad(set_to_none=True)
 
 
-def outer_momentum(opt: torch.optim.SGD) -> list[torch.Tensor]:
-    """Copies of the Nesterov buffers, one per global parameter (zeros before the first step)."""
+def outer_momentum(opt: torch.optim.SGD, *, copy: bool = True) -> list[torch.Tensor]:
+    """The Nesterov buffers, one per global parameter (zeros before the first step): copies, or with
+    ``copy=False`` the live buffers (the next outer step changes them)."""
     params = [p for group in opt.param_groups for p in group["params"]]
-    return [opt.state.get(p, {}).get("momentum_buffer", torch.zeros_like(p)).clone() for p in params]
+    live = [opt.state.get(p, {}).get("momentum_buffer", torch.zeros_like(p)) for p in params]
+    return [m.clone() for m in live] if copy else live
 
 
 def load_outer_momentum(opt: torch.optim.SGD, momentum: list[torch.Tensor]) -> None:

@@ -155,7 +155,8 @@ def launch(t: TrainerLike, tokens: int, pseudo: list[torch.Tensor]) -> Launch:
 
 
 def land(t: TrainerLike, launched: Launch, round_: int) -> Averaged:
-    """Wait for a launched all-reduce: the averaged pseudo-gradient and the group's claims, or None."""
+    """Wait for a launched all-reduce: the averaged pseudo-gradient (valid until the next launch) and
+    the group's claims, or None."""
     if launched.alone is not None:
         return launched.alone, [(t.peer_id, -1)]
     gathered = None
@@ -183,8 +184,10 @@ def land(t: TrainerLike, launched: Launch, round_: int) -> Averaged:
         launched.base_differs = True
         t.need_resync = True
         t.statesync.forked(t.global_round)
+    # the averager's own buffers, not a copy (a full model's worth at real size): nothing writes them
+    # until our next launch, and every caller folds them into the global state before that
     with averager.get_tensors() as buffers:
-        return [b.clone() for b in buffers], group
+        return list(buffers), group
 
 
 def reducer_outliers(averager: Any, round_: int, ok: bool) -> list[tuple[int, dict[str, MemberStats]]]:

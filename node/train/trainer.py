@@ -121,12 +121,13 @@ class Trainer:
         """Nesterov SGD on the global parameters with a landed average (None: the all-reduce failed); none
         if our state was not the group's (that step would be a fork: we download the group's next round)."""
         if averaged is not None and not base_differs:
-            outer_step(self.outer_opt, averaged)
-            self.global_round += 1
+            with self._state_lock:
+                outer_step(self.outer_opt, averaged)
+                self.global_round += 1
+                self._snapshot = self._make_snapshot()
 
     def close_round(self, work: Work, averaged: list[torch.Tensor] | None, group: list[tuple[str, int]]) -> RoundResult:
         """Account for a round whose all-reduce landed (or failed): share the state, checkpoint, evaluate."""
-        self._snapshot = self._make_snapshot()
         self.statesync.advertise(self.global_round)
         sent, received = work.traffic(self.swarm.averager.counters)
         self.stats.count_work(work.tokens, work.compute_s, work.blocked_s, sent, received)
@@ -222,11 +223,12 @@ class Trainer:
         self.global_round = 0  # rounds folded into the global parameters (overlap: one behind ``round``)
         self.need_resync = False
         self.stats, self.status = TrainerStats(), "joining"
-        self._resume()
+        self._state_lock = threading.Lock()  # global parameters and momentum change under it, with their snapshot
         self._snapshot = self._make_snapshot()
+        self._resume()
 
         swarm.start_training(manifest, cfg, [p.shape for p in self.global_params],
-                             lambda: self._snapshot.to_wire(manifest.content_hash))
+                             self._serve_state)
         self.statesync = StateSync(swarm, manifest, identity, self.payload_bytes, cfg.bandwidth)
         self.statesync.advertise(self.global_round)
         self.step_timeout = 3 * cfg.matchmaking_time_s + 2
@@ -239,15 +241,26 @@ class Trainer:
         return self._snapshot.hash
 
     def _make_snapshot(self) -> GlobalState:
-        return GlobalState(self.global_round, [p.clone() for p in self.global_params], outer_momentum(self.outer_opt))
+        """The global state and its hash, holding the live tensors (a copy would be a full model's worth
+        at real size): it is remade, under ``_state_lock``, wherever they change."""
+        return GlobalState(self.global_round, list(self.global_params), outer_momentum(self.outer_opt, copy=False))
+
+    def _serve_state(self) -> tuple[dict, list[torch.Tensor]]:
+        """What a joiner downloads (called on the averager's thread in this process): the snapshot,
+        copied once under the lock straight into shared memory, which carries it to the averager
+        process; the copy lives only while it is served."""
+        with self._state_lock:
+            meta, tensors = self._snapshot.to_wire(self.manifest.content_hash)
+            return meta, [torch.empty_like(x).share_memory_().copy_(x) for x in tensors]
 
     def _load_global(self, state: GlobalState) -> None:
-        with torch.no_grad():
+        with self._state_lock, torch.no_grad():
             for g, p in zip(self.global_params, state.params):
                 g.copy_(p)
-        load_outer_momentum(self.outer_opt, state.momentum)
+            load_outer_momentum(self.outer_opt, state.momentum)
+            self.global_round = self.round = state.round
+            self._snapshot = self._make_snapshot()
         self.restart_from(self.global_params)
-        self.global_round = self.round = state.round
 
     def _resume(self) -> None:
         ckpt = NodeCheckpoint.load(self.checkpoint_path)
@@ -261,7 +274,7 @@ class Trainer:
         if self.error_feedback is not None and ckpt.ef_residuals is not None:
             self.error_feedback.load_state_dict(ckpt.ef_residuals)
         self.stats.restore(ckpt.counters)
-        self.stats.resumed_from = {"round": self.round, "state_hash": self._make_snapshot().hash}
+        self.stats.resumed_from = {"round": self.round, "state_hash": self._snapshot.hash}
         logger.info("resumed from %s at round %d", self.checkpoint_path, self.round)
 
     def save(self) -> None:
@@ -292,7 +305,6 @@ class Trainer:
             return False
         self._load_global(state)
         self.round = self.rounds.round_after_sync(state) if at_round is None else at_round
-        self._snapshot = self._make_snapshot()
         self.stats.hash_history[self.global_round] = self._snapshot.hash
         self.statesync.advertise(self.global_round)
         with self.swarm.tracker.pause_updates():

@@ -102,6 +102,23 @@ def test_the_outer_step_applies_the_groups_token_weighted_average(corpus, tmp_pa
     assert t.stats.hash_history == {1: t.state_hash} and t.stats.last_group == ["self", "peer-a"]
 
 
+def test_a_joiner_is_served_a_copy_of_the_current_state_made_when_it_asks(corpus, tmp_path):
+    """The trainer keeps no copy of its global state between rounds (at real size, a model's worth): a
+    download gets one, made under the lock in shared memory, which later outer steps leave alone."""
+    t, swarm = trainer(corpus, tmp_path, manifest(), peers={"peer-a": peer(1, TARGET)})
+    shapes = [p.shape for p in t.global_params]
+    assert t.run_round(STOP).ok
+    meta, tensors = swarm.serve_state()
+    served = GlobalState.from_wire(meta, tensors, shapes)
+    assert (meta["round"], served.hash, meta["state_hash"]) == (1, t.state_hash, t.state_hash)
+    assert all(x.is_shared() and x.data_ptr() != g.data_ptr() for x, g in zip(tensors, t.global_params))
+    assert equal(tensors[:len(shapes)], t.global_params) and equal(tensors[len(shapes):], outer_momentum(t.outer_opt))
+    assert t.run_round(STOP).ok  # the next outer step changes our state, not what was served
+    assert GlobalState.from_wire(meta, tensors, shapes).hash == served.hash != t.state_hash
+    assert swarm.serve_state()[0]["state_hash"] == t.state_hash == GlobalState(
+        2, clone(t.global_params), outer_momentum(t.outer_opt)).hash
+
+
 def test_a_failed_allreduce_keeps_the_global_state_and_discards_the_work(corpus, tmp_path):
     t, swarm = trainer(corpus, tmp_path, manifest(codec="q2ef"), peers={"peer-a": peer(1, TARGET)}, fail_rounds={0})
     g0 = clone(t.global_params)
