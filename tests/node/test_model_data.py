@@ -75,3 +75,22 @@ def test_untrained_model_is_near_8_bits_per_byte_and_learning_lowers_it():
     for _ in range(30):
         inner_step(model, opt, *sampler.batch(), lr=3e-3, grad_clip=1.0)
     assert evaluate_bpb(model, c.val, 128, "cpu", batches=2) < before - 1.5
+
+
+def test_validation_at_long_context_runs_in_slices_and_gives_the_whole_batch_mean(monkeypatch):
+    from dataclasses import replace
+
+    from node.data import sampler as sampler_mod
+
+    spec = replace(PRESETS["tiny"], block_size=512)  # 4,096 tokens a pass: 8 of the 16 windows at a time
+    torch.manual_seed(0)
+    model = GPT(spec)
+    val = np.frombuffer(b"validation text, long enough for windows of 512 bytes. " * 400, np.uint8)
+    rows_seen: list[int] = []
+    model.register_forward_pre_hook(lambda _module, args: rows_seen.append(len(args[0])))
+    sliced = evaluate_bpb(model, val, 512, "cpu", batches=2)
+    assert rows_seen == [8, 8, 8, 8]
+    rows_seen.clear()
+    monkeypatch.setattr(sampler_mod, "EVAL_TOKENS_PER_FORWARD", 16 * 512)  # the whole batch in one pass
+    whole = evaluate_bpb(model, val, 512, "cpu", batches=2)
+    assert rows_seen == [16, 16] and math.isclose(sliced, whole, rel_tol=1e-5)
