@@ -168,7 +168,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = SwarmSpec(run_id=f"size-{int(time.time())}", model=args.model, codec=args.codec, batch_size=args.batch_size,
                      round_tokens=args.steps_per_round * tokens_per_step(args.model, args.batch_size) * n,
                      matchmaking_time_s=args.matchmaking_time_s, bandwidth_mbps=args.bandwidth_mbps,
-                     max_seconds=args.run_seconds + 120, env=(("SWARM_EVAL_BATCHES", "1"),))
+                     max_seconds=args.run_seconds + 120,
+                     env=(("SWARM_EVAL_BATCHES", "1"), ("SWARM_EVAL_WINDOWS", str(args.eval_windows))))
     joiner = name(n + 1)
     bed = make_bed(n, loopback=True, up_mbit=None, down_mbit=None)
     with cpu_lock(args.cpu_lock), bed, bench_swarm(bed, work / "swarm", spec) as swarm:
@@ -205,6 +206,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "pss_over_estimate": round(memory.peak_pss.get(node, 0) / 2**30 / estimate, 2),
                 "round_split_s": _split(mine), "bytes": _bytes_vs_bound(mine, args.codec),
                 "checkpoint_write_s": round(st["checkpoint_s"] / checkpoints, 2) if checkpoints else None,
+                "evaluation_s": round(st["eval_s"] / st["evaluations"], 2) if st.get("evaluations") else None,
                 "state_download_s": (st.get("synced_from_peers") or {}).get("seconds"),
             })
         ckpt = work / "swarm" / name(1) / "checkpoint.pt"
@@ -223,8 +225,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"Completed: {r['completed']} in {r['seconds']:.0f} s. State hashes: {r['hashes']['rounds_compared']} rounds "
              f"held by two or more nodes, {len(r['hashes']['rounds_forked'])} forked.", "",
              "| node | rounds | peak PSS GB (RSS) | `join --check` estimate GB | PSS / estimate | round wall s | compute s "
-             "| network s | other s | sent MB / bound MB | checkpoint write s | state download s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| network s | other s | of which evaluation s | sent MB / bound MB | checkpoint write s | state download s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for nd in r["nodes"]:
         sp, by = nd["round_split_s"], nd["bytes"]
         fmt = (lambda v: "-" if v is None else f"{v}")
@@ -232,7 +234,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {nd['node']}{' (joiner)' if nd['joiner'] else ''} | {nd['rounds']} | {nd['peak_pss_gb']} "
                      f"({nd['peak_rss_gb']}) | {nd['estimate_gb']} | {nd['pss_over_estimate']} | {fmt(sp.get('wall_s'))} "
                      f"| {fmt(sp.get('compute_s'))} | {fmt(sp.get('network_s'))} | {fmt(sp.get('other_s'))} "
-                     f"| {sent} | {fmt(nd['checkpoint_write_s'])} "
+                     f"| {fmt(nd['evaluation_s'])} | {sent} | {fmt(nd['checkpoint_write_s'])} "
                      f"| {fmt(nd['state_download_s'])} |")
     if "checkpoint_mb" in r:
         lines += ["", f"Checkpoint {r['checkpoint_mb']} MB, loaded in {r['checkpoint_load_s']} s. `swarm export`: "
@@ -241,7 +243,8 @@ def markdown(result: dict[str, Any]) -> str:
                       f"{r['transformers_parameters']:,} parameters."]
     lines += ["", "PSS: the node's whole process group (node, averager, DHT, p2pd), shared pages split among sharers. "
               "Network: the reports' blocked time (matchmaking, all-reduce, agreement); other: wall - compute - network "
-              "(evaluation, checkpoint, state sharing).", ""]
+              "(evaluation, checkpoint, state sharing); evaluation: one validation run (`--eval-windows` windows of the "
+              "context).", ""]
     return "\n".join(lines)
 
 
@@ -253,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--steps-per-round", type=int, default=2, help="inner steps per node per round")
     p.add_argument("--codec", default="fp16")
+    p.add_argument("--eval-windows", type=int, default=2,
+                   help="validation windows per evaluation (SWARM_EVAL_WINDOWS; a node's default, 16, takes ~70 s at 86M on "
+                        "this CPU, more than the round's training)")
     p.add_argument("--matchmaking-time-s", type=float, default=5.0)
     p.add_argument("--bandwidth-mbps", type=float, default=1000.0, help="what nodes derive their timeouts from")
     p.add_argument("--sample-s", type=float, default=0.5, help="memory sampling interval")

@@ -133,6 +133,8 @@ class NodeConfig(BaseSettings):
     status_interval_s: float = Field(30.0, gt=0, description="one-line status this often")
     heartbeat_interval_s: float = Field(30.0, gt=0, description="coordinator heartbeat this often")
     eval_batches: int = Field(4, ge=1, description="validation batches per evaluation", json_schema_extra=NO_FLAG)
+    eval_windows: int = Field(16, ge=1, le=1024, description="validation windows (of the model's context) per batch; "
+                              "fewer make each round's evaluation cheaper on a CPU node", json_schema_extra=NO_FLAG)
     max_rounds: int | None = Field(None, description="stop after this many rounds (tests, demos)")
     max_seconds: float | None = Field(None, description="stop after this many seconds (tests, demos)")
 

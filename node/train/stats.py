@@ -54,6 +54,7 @@ class TrainerStats:
     bytes_received: int = 0
     compute_s: float = 0.0  # seconds in forward/backward/optimizer, all rounds
     eval_s: float = 0.0  # seconds spent on validation
+    evaluations: int = 0  # validation runs (one per applied round, and one at the start)
     checkpoints: int = 0  # checkpoints written (one per applied round)
     checkpoint_s: float = 0.0  # seconds spent writing them
     blocked_s: float = 0.0  # seconds the training loop waited on the network, all rounds

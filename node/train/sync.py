@@ -36,7 +36,7 @@ class SyncTrainer:
                  initial: list[torch.Tensor] | None = None):
         hp, spec = manifest.hparams, manifest.model
         self.manifest, self.swarm, self.peer_id, self.device = manifest, swarm, peer_id, device
-        self.eval_batches = cfg.eval_batches
+        self.eval_batches, self.eval_windows = cfg.eval_batches, cfg.eval_windows
         torch.manual_seed(manifest.seed)
         self.model = GPT(spec).to(device)
         if initial is not None:  # the manifest's initial checkpoint, verified (node.model.initial)
@@ -68,7 +68,8 @@ class SyncTrainer:
         return state_hash(self.round, [p.detach().cpu() for p in self.model.parameters()])
 
     def evaluate(self) -> float:
-        return evaluate_bpb(self.model, self.val_data, self.manifest.model.block_size, self.device, batches=self.eval_batches)
+        return evaluate_bpb(self.model, self.val_data, self.manifest.model.block_size, self.device, batches=self.eval_batches,
+                            batch_size=self.eval_windows)
 
     def run(self, stop: threading.Event, on_round: Callable[[RoundResult], None], max_rounds: int | None = None) -> None:
         self.status = "syncing"

@@ -190,7 +190,7 @@ class Trainer:
         """``swarm``: its DHT started; it builds the tracker and averager (tests pass a fake of the same shape)."""
         self.manifest, self.swarm, self.peer_id, self.cfg = manifest, swarm, peer_id, cfg
         self.local, self.gate = local, gate or WorkGate()  # local: several devices (node/train/ddp.py) take the inner steps
-        self.device, self.eval_batches = device, cfg.eval_batches
+        self.device, self.eval_batches, self.eval_windows = device, cfg.eval_batches, cfg.eval_windows
         self.checkpoint_path = state_dir / "checkpoint.pt"
         hp, spec = manifest.hparams, manifest.model
         if local is not None and (cfg.micro_batches > 1 or cfg.activation_checkpointing):
@@ -319,7 +319,9 @@ class Trainer:
 
     def evaluate(self) -> float:
         t0 = time.perf_counter()
-        bpb = evaluate_bpb(self.model, self.val_data, self.manifest.model.block_size, self.device, batches=self.eval_batches)
+        bpb = evaluate_bpb(self.model, self.val_data, self.manifest.model.block_size, self.device, batches=self.eval_batches,
+                           batch_size=self.eval_windows)
+        self.stats.evaluations += 1
         self.stats.eval_s += time.perf_counter() - t0
         return bpb
 
