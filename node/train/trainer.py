@@ -296,7 +296,7 @@ class Trainer:
     def sync_from_peers(self, at_round: int | None = None) -> bool:
         """Download the latest global state (``node.net.statesync``), check it, adopt it. True on success.
         ``at_round``: only the state of exactly that global round, to work on the round of that number
-        (overlap's catch-up before a launch, ``Overlap.catch_up``)."""
+        (the catch-up in ``Overlap.end_round`` before a launch)."""
         self.status = "syncing"
         t0 = time.perf_counter()
         needed = self.rounds.state_round_needed() if at_round is None else at_round
