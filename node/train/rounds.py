@@ -113,11 +113,8 @@ class Work:
 
 
 def alone(t: TrainerLike) -> bool:
-    """No one to average with: the tracker and a fresh look at the DHT see only us. A node that
-    joined through peers, and has neither averaged with a group nor downloaded a state, is never
-    alone: its view of the DHT may still be empty (it had just bootstrapped), and a step of its own
-    forks the state (a demo's third node stepped alone in round 0 while the other two averaged, CI).
-    It launches the all-reduce instead, which fails if no one is there."""
+    """The tracker and a fresh DHT look see only us. Never for a node that joined through peers and has
+    not averaged or downloaded yet: its DHT view may be empty (a demo's third node stepped alone, CI)."""
     if t.swarm.joined and t.stats.first_contribution is None and t.stats.synced_from_peers is None:
         return False
     return t.swarm.tracker.global_progress.num_peers <= 1 and not t.swarm.others_training()
@@ -184,8 +181,7 @@ def land(t: TrainerLike, launched: Launch, round_: int) -> Averaged:
         launched.base_differs = True
         t.need_resync = True
         t.statesync.forked(t.global_round)
-    # the averager's own buffers, not a copy (a full model's worth at real size): nothing writes them
-    # until our next launch, and every caller folds them into the global state before that
+    # the averager's buffers, not a copy (a model's worth): unchanged until our next launch, folded before it
     with averager.get_tensors() as buffers:
         return list(buffers), group
 
@@ -279,13 +275,9 @@ class Overlap:
             work.blocked_s += time.perf_counter() - t_wait  # only what the inner phase did not hide
             t.outer_step(averaged, base_differs=prev.launch.base_differs)
             finished = t.close_round(prev, averaged, group)
-        # Catching up: we lack an average the others folded into the state they launch this round
-        # with (the round in flight when we downloaded, as a joiner or back from a pause, or one our
-        # landing dropped or refused), so fetch that state first. They land that average when we do
-        # and announce at once; if no majority announces it within the download's tries, we launch
-        # with ours and the group's vote settles it. Launching with the older state every time made
-        # a joiner stale in every round (the vote refused its base; its next download again missed
-        # the round then in flight), and two stale members outvoted a current one: a fork (CI).
+        # catch up: we lack an average the others folded (the round in flight when we downloaded, or one
+        # our landing dropped): fetch the state they launch this round with; if none is announced in
+        # time, launch with ours and the vote settles it (stale launches had forked a current node, CI)
         if t.global_round < work.round:
             t_sync = time.perf_counter()
             t.sync_from_peers(at_round=work.round)
@@ -332,18 +324,13 @@ class Overlap:
         return max(self.t.global_round, self.t.swarm.tracker.global_epoch - 1)
 
     def holds_current_state(self) -> bool:
-        """Whether our global state has every average folded in but the one in flight (ours): not after
-        a download (the round then in flight is missing until we catch up), nor after a landing we
-        dropped. Such a state is not announced: counted in the vote, two joiners holding it outvoted
-        the one node that had folded that round, and neither could catch up (no majority announced
-        the newer state)."""
+        """Our state has every average folded but ours in flight: not after a download (until we catch
+        up) nor a dropped landing. Else it is not announced: two joiners' votes outvoted a current node."""
         return self.t.global_round + (self.in_flight is not None) >= self.t.round
 
     def round_after_sync(self, state: GlobalState) -> int:
-        """The swarm already has the state's round in flight (its servers launched that round's
-        all-reduce as they folded the one before): join the round after it. The tracker's epoch alone
-        lagged just after a start: a joiner took a round already launched and averaged it with another
-        joiner, apart from the swarm (seen in the overlap test's runs)."""
+        """The state's round is in flight (its servers launched it as they folded the one before): join the
+        round after it (the tracker's epoch alone lagged at start-up: two joiners averaged apart)."""
         return max(self.t.round, self.t.swarm.tracker.global_epoch, state.round + 1)
 
     def evaluate_global(self) -> float:
