@@ -1,5 +1,6 @@
-"""Which model a volunteer's memory trains: the estimate ``swarm join --check`` uses, for the presets
-and GPT-2's larger shapes, at 8 / 16 / 24 / 80 GB (docs/models.md has the table and the reasons).
+"""Which model a volunteer's GPU trains: the estimate ``swarm join --check`` uses, for the presets and
+GPT-2's larger shapes, on cards of 8 / 16 / 24 / 80 GB, and the RAM the node needs beside the card
+(docs/models.md has the table and the reasons; a CPU node needs both parts in its RAM).
 
     python -m benchmarks.memory_fit [--batch 16]
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from node.model.gpt import GPT2_VOCAB, PRESETS
-from node.policies.model_size import fitting_setup, memory_needed_gb, param_count
+from node.policies.model_size import fitting_setup, memory_need, param_count
 from protocol import ModelSpec
 
 SHAPES = {  # the presets, and GPT-2's larger family on paper
@@ -24,7 +25,7 @@ MEMORY_GB = (8, 16, 24, 80)
 
 
 def _setup(spec: ModelSpec, batch: int, gb: float) -> str:
-    fit = fitting_setup(spec, batch, gb)
+    fit = fitting_setup(spec, batch, gb, device="cuda")
     if fit is None:
         return "no"
     k, checkpointing = fit
@@ -32,11 +33,12 @@ def _setup(spec: ModelSpec, batch: int, gb: float) -> str:
 
 
 def table(batch: int) -> str:
-    rows = ["| model | parameters | needs (1 micro-batch) | " + " | ".join(f"{g} GB" for g in MEMORY_GB) + " |",
-            "|---|---|---|" + "---|" * len(MEMORY_GB)]
+    rows = ["| model | parameters | GPU memory (1 micro-batch) | RAM beside it | "
+            + " | ".join(f"{g} GB card" for g in MEMORY_GB) + " |", "|---|---|---|---|" + "---|" * len(MEMORY_GB)]
     for name, spec in SHAPES.items():
+        need = memory_need(spec, batch)
         cells = [_setup(spec, batch, g) for g in MEMORY_GB]
-        rows.append(f"| `{name}` | {param_count(spec) / 1e6:.1f}M | {memory_needed_gb(spec, batch):.1f} GB | "
+        rows.append(f"| `{name}` | {param_count(spec) / 1e6:.1f}M | {need.training_gb:.1f} GB | {need.host_gb:.1f} GB | "
                     + " | ".join(cells) + " |")
     return "\n".join(rows)
 

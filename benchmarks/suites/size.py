@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         reports = ledger_reports(swarm)
         seconds = time.monotonic() - t0
         model_spec = preset(args.model)
-        estimate = memory_needed_gb(model_spec, args.batch_size or 1)
+        estimate = memory_needed_gb(model_spec, args.batch_size or 1, codec=args.codec)
         nodes = []
         for node in sorted(statuses, key=lambda s: int(s.removeprefix("node-"))):
             st, mine = statuses[node], [r for r in reports if r.node == int(node.removeprefix("node-"))]

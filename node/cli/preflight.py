@@ -9,11 +9,13 @@ training steps giving tokens/s; and what that means: tokens per hour, the share 
 swarm's current speed, and $ per 1M tokens at the price the coordinator's price table gives it
 (a paid node's declared price, checked against the table and the coordinator's limit).
 
-The memory a model needs is estimated from its shape (``node.policies.model_size.memory_needed_gb``:
-weights, gradients, AdamW's two moments, the global copy and its momentum: 6 fp32 copies, plus one
-micro-batch's activations and logits, less with ``--micro-batches`` and ``--activation-checkpointing``);
-``memory_required_gb`` in the config replaces the estimate (e.g. a deployment's own measurement). A
-``presets`` line says which presets fit this machine and with which of those flags.
+The memory a model needs is estimated from its shape (``node.policies.model_size.memory_need``: on
+the training device the weights, gradients, AdamW's two moments and one micro-batch's activations,
+less with ``--micro-batches`` and ``--activation-checkpointing``; in RAM the global copy, its
+momentum, the round's buffers, a state in transfer, the averager process and the runtime; a CPU node
+holds both in RAM); ``memory_required_gb`` in the config replaces what is compared with the device
+(e.g. a deployment's own measurement). A ``presets`` line says which presets fit this device and with
+which of those flags.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 from node.uplink.bootstrap import PIN_FILE, JoinError, coordinator_get, fetch_signed_manifest
 from node.host.config import NodeConfig
-from node.policies.model_size import fitting_setup, memory_needed_gb
+from node.policies.model_size import fitting_setup, memory_need
 from protocol import SOFTWARE_VERSION, Hardware, Heartbeat, IncompatibleVersion, RunManifest, check_software_version, seal
 
 __all__ = ["Preflight", "run_check"]
@@ -56,13 +58,13 @@ class Preflight:
         return "\n".join(out)
 
 
-def presets_that_fit(memory_gb: float, batch_size: int) -> str:
-    """Which presets this memory trains at the run's batch size, and with which flags."""
+def presets_that_fit(memory_gb: float, batch_size: int, device: str = "cpu") -> str:
+    """Which presets this memory (of ``device``) trains at the run's batch size, and with which flags."""
     from node.model.gpt import PRESETS
 
     out = []
     for name, spec in PRESETS.items():
-        setup = fitting_setup(spec, batch_size, memory_gb)
+        setup = fitting_setup(spec, batch_size, memory_gb, device=device)
         if setup is None:
             out.append(f"{name} does not fit")
             continue
@@ -184,16 +186,21 @@ def _checks(cfg: NodeConfig, report: Preflight) -> None:
     model_params = GPT(spec).num_params()
     if hp.batch_size % cfg.micro_batches:
         report.fail("memory", f"--micro-batches {cfg.micro_batches} does not divide the run's batch of {hp.batch_size}")
-    need_gb = cfg.memory_required_gb if cfg.memory_required_gb is not None else memory_needed_gb(
-        spec, hp.batch_size, micro_batches=cfg.micro_batches, checkpointing=cfg.activation_checkpointing)
+    need = memory_need(spec, hp.batch_size, micro_batches=cfg.micro_batches, checkpointing=cfg.activation_checkpointing,
+                       algorithm=manifest.algorithm, codec=manifest.codec)
     device = pick_device(cfg.device)
+    need_gb = cfg.memory_required_gb if cfg.memory_required_gb is not None else need.needed_on(device)
     hw = detect_hardware(device, parse_devices(cfg.devices, device, torch.cuda.device_count() if device == "cuda" else 0))
     where = "GPU memory" if device == "cuda" else "RAM"
     if hw.memory_gb >= need_gb:
         report.ok("memory", f"{where} {hw.memory_gb:.1f} GB >= {need_gb:.2f} GB needed ({spec.preset}, {model_params / 1e6:.1f}M parameters)")
     else:
         report.fail("memory", f"{where} {hw.memory_gb:.1f} GB < {need_gb:.2f} GB needed for {spec.preset} ({model_params / 1e6:.1f}M parameters)")
-    report.info("presets", f"at a batch of {hp.batch_size}: {presets_that_fit(hw.memory_gb, hp.batch_size)}")
+    if device == "cuda":  # the global state, the round's buffers and the averager stay in RAM
+        ram_gb = detect_hardware("cpu", [0]).memory_gb
+        (report.ok if ram_gb >= need.host_gb else report.fail)(
+            "host memory", f"RAM {ram_gb:.1f} GB, {need.host_gb:.2f} GB needed beside the GPU's")
+    report.info("presets", f"at a batch of {hp.batch_size}: {presets_that_fit(hw.memory_gb, hp.batch_size, device)}")
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     free_gb = shutil.disk_usage(cfg.state_dir).free / 2**30
     ckpt_gb = 2 * 5 * 4 * model_params / 2**30  # checkpoint (+ its temporary copy): params, momentum, AdamW state

@@ -7,9 +7,12 @@ LayerNorm with bias, learned positions and a head tied to the token embedding.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from protocol import ModelSpec
 
-__all__ = ["fitting_setup", "memory_needed_gb", "param_count", "train_flops_per_token"]
+__all__ = ["MemoryNeed", "fitting_setup", "memory_need", "memory_needed_gb", "param_count", "train_flops_per_token"]
 
 
 def param_count(spec: ModelSpec) -> int:
@@ -32,29 +35,66 @@ def train_flops_per_token(spec: ModelSpec) -> float:
 
 
 ACTIVATION_FACTOR = 16  # values a GPT block keeps per token and width for its backward (a rough bound)
+# the node's process group before any model (the node, hivemind's averager and DHT processes, p2pd),
+# GiB: 0.56-0.62 measured with the tiny preset (the size benchmark, 2026-12-07)
+RUNTIME_GB = 0.6
+# fp32 copies of the model the averager process holds during an all-reduce: the parts it sends
+# (after the codec), the parts it receives and reduces, the averaged parts on their way back. Measured
+# at 86M: the averager process peaks at 1.5-1.6 GiB PSS, of which 0.17 is its runtime and one copy its
+# share of the two buffers it shares with the node (the size benchmark, 2026-12-07)
+AVERAGER_COPIES = 3
 
 
-def memory_needed_gb(spec: ModelSpec, batch_size: int, *, micro_batches: int = 1, checkpointing: bool = False) -> float:
-    """Memory (GB, 20 % headroom) one node needs to train ``spec``: six fp32 copies of the weights
-    (parameters, gradients, AdamW's two moments, the global copy and its outer momentum) plus the
-    activations and logits of one micro-batch. Gradient accumulation divides the activations by the number of
-    micro-batches; activation checkpointing keeps only each block's input (one value per token and
-    width) plus one block's full set, recomputed in the backward pass."""
-    weights = 6 * 4 * param_count(spec)
+@dataclass(frozen=True)
+class MemoryNeed:
+    """What a node holds at its peak, GiB, by where it lives (the fp32 copies of the model named).
+
+    ``training``, on the training device (GPU memory, or RAM on a CPU node): the model, its gradients,
+    AdamW's two moments, and one micro-batch's activations and logits. ``host``, always in RAM: the
+    global copy and its outer momentum (and, overlapping, the anchor the inner phase started from),
+    the round's buffers (the averager's buffer, the update served to validators, the pseudo-gradient
+    while it is copied in; an error-feedback codec's residual), a state in transfer (served to a
+    joiner, or downloaded), the averager process's parts, and the processes' runtime."""
+
+    training_gb: float
+    host_gb: float
+
+    def needed_on(self, device: str) -> float:
+        """The memory the check compares with the device's: on a CPU node both parts share the RAM."""
+        return self.training_gb if device == "cuda" else self.training_gb + self.host_gb
+
+
+def memory_need(spec: ModelSpec, batch_size: int, *, micro_batches: int = 1, checkpointing: bool = False,
+                algorithm: str = "diloco", codec: str = "fp16") -> MemoryNeed:
+    """Gradient accumulation divides the activations by the number of micro-batches; activation
+    checkpointing keeps only each block's input (one value per token and width) plus one block's full
+    set, recomputed in the backward pass."""
+    copy = 4 * param_count(spec)
     rows = batch_size / micro_batches
     block = 4 * rows * spec.block_size * spec.n_embd * ACTIVATION_FACTOR
     saved = 4 * rows * spec.block_size * spec.n_embd * spec.n_layer + block if checkpointing else block * spec.n_layer
     logits = 2 * 4 * rows * spec.block_size * spec.vocab_size  # the head's output and its gradient
-    return (weights + saved + logits) / 2**30 * 1.2
+    training = 4 * copy + saved + logits
+    global_copies = 2 + (algorithm == "diloco-overlap")
+    round_copies = 3 + codec.endswith("ef")
+    host_copies = global_copies + round_copies + 2 + AVERAGER_COPIES  # 2: a state in transfer (params, momentum)
+    return MemoryNeed(training / 2**30, host_copies * copy / 2**30 + RUNTIME_GB)
 
 
-def fitting_setup(spec: ModelSpec, batch_size: int, memory_gb: float) -> tuple[int, bool] | None:
-    """The cheapest way ``spec`` fits ``memory_gb``: (micro-batches, activation checkpointing), trying
-    fewer micro-batches first and checkpointing (about a third more compute) only when accumulation
-    alone is not enough; None when nothing fits (the weights alone are too large)."""
+def memory_needed_gb(spec: ModelSpec, batch_size: int, *, device: str = "cpu", **how: Any) -> float:
+    """GiB ``spec`` needs on ``device`` (``memory_need(...).needed_on(device)``); ``how``: as :func:`memory_need`."""
+    return memory_need(spec, batch_size, **how).needed_on(device)
+
+
+def fitting_setup(spec: ModelSpec, batch_size: int, memory_gb: float, *, device: str = "cpu",
+                  **how: Any) -> tuple[int, bool] | None:
+    """The cheapest way ``spec`` fits ``memory_gb`` of ``device``: (micro-batches, activation
+    checkpointing), trying fewer micro-batches first and checkpointing (about a third more compute)
+    only when accumulation alone is not enough; None when nothing fits (the weights alone are too large)."""
     splits = [k for k in range(1, batch_size + 1) if batch_size % k == 0]
     for checkpointing in (False, True):
         for k in splits:
-            if memory_needed_gb(spec, batch_size, micro_batches=k, checkpointing=checkpointing) <= memory_gb:
+            if memory_needed_gb(spec, batch_size, device=device, micro_batches=k, checkpointing=checkpointing,
+                                **how) <= memory_gb:
                 return k, checkpointing
     return None

@@ -8,7 +8,7 @@ import torch
 
 from node.cli.preflight import presets_that_fit
 from node.model.gpt import GPT, PRESETS
-from node.policies.model_size import fitting_setup, memory_needed_gb, param_count
+from node.policies.model_size import fitting_setup, memory_need, memory_needed_gb, param_count
 from node.train.diloco import inner_optimizer, inner_step
 from protocol import Hyperparameters, ModelSpec
 
@@ -87,6 +87,22 @@ def test_the_estimate_follows_the_flags_and_the_fit_is_the_cheapest():
     if not checkpointing:  # the cheapest: one fewer split would not fit
         smaller = [j for j in range(1, k) if 16 % j == 0]
         assert all(memory_needed_gb(spec, 16, micro_batches=j) > full * 0.6 for j in smaller)
+
+
+def test_the_estimate_splits_the_device_from_the_host_and_counts_the_round_copies():
+    spec = PRESETS["gpt2-124m"]
+    copy_gb = 4 * param_count(spec) / 2**30
+    need = memory_need(spec, 16)
+    assert memory_needed_gb(spec, 16) == pytest.approx(need.training_gb + need.host_gb)  # a CPU node: one RAM
+    assert memory_needed_gb(spec, 16, device="cuda") == pytest.approx(need.training_gb)  # the rest stays in RAM
+    assert need.training_gb > 4 * copy_gb and need.host_gb > 7 * copy_gb
+    overlap, ef = memory_need(spec, 16, algorithm="diloco-overlap"), memory_need(spec, 16, codec="topk2ef")
+    assert overlap.host_gb - need.host_gb == pytest.approx(copy_gb)  # the anchor of the inner phase
+    assert ef.host_gb - need.host_gb == pytest.approx(copy_gb)  # the codec's residual
+    assert overlap.training_gb == ef.training_gb == need.training_gb
+    gpu_gb = 4 * copy_gb + 1.0  # a card that holds the weights and a little: accumulation fits it
+    assert fitting_setup(spec, 16, gpu_gb, device="cuda") not in (None, (1, False))
+    assert fitting_setup(spec, 16, gpu_gb) is None  # the same memory as a CPU node's RAM: the host part does not fit
 
 
 def test_the_check_names_every_preset_and_its_flags():
