@@ -61,3 +61,18 @@ def test_chunk_timeout_counts_the_streams_sharing_a_link():
     assert chunk_timeout(link, streams=3) == pytest.approx(3 * one)  # 4 peers: 3 streams share each link
     assert chunk_timeout(link, streams=0) == one
     assert chunk_timeout(1e9, streams=7) == 2.0  # a fast link keeps the floor
+
+
+@pytest.mark.parametrize("group", [2, 4, 16, 64])
+def test_the_timeouts_at_124m_on_a_20_mbit_link_outlast_the_transfers_they_guard(group):
+    """Issue 24: at ``gpt2-124m`` (an fp32 update of 498 MB) on the default 20 Mbit/s link, neither the
+    all-reduce's timeout nor a joiner's state download's fires on a link that is merely as slow as declared."""
+    from node.model.gpt import PRESETS
+    from node.policies.model_size import param_count
+    from node.policies.timeouts import chunk_timeout
+
+    update, link = 4 * param_count(PRESETS["gpt2-124m"]), 20e6 / 8  # the node's payload_bytes, bytes/s
+    assert allreduce_timeout(update, group, link) >= 2 * allreduce_bytes(update, group) / link  # 2x the whole transfer
+    assert state_download_timeout(2 * update, link) >= 2 * (2 * update) / link  # params and momentum
+    part = 2**19  # one all-reduce part, sharing the uplink with the group's other streams
+    assert chunk_timeout(link, streams=group - 1) >= 2 * part * (group - 1) / link
