@@ -29,6 +29,7 @@ from hivemind.utils.asyncio import as_aiter, azip
 
 from node.host import faults
 from node.policies.agreement import Settlement, parse_failed, settle, wait_s
+from node.policies.timeouts import first_part_timeout
 from node.averaging.records import agreement_subkey, poster_of
 from node.averaging.robust import MemberStats
 from node.averaging.counters import ByteCounters
@@ -140,8 +141,10 @@ class PseudoGradientAverager(DecentralizedAverager):
             stub = self.get_stub(self._p2p, PeerID.from_base58(peer), namespace=self.prefix)
             stream = await stub.rpc_download_update(averaging_pb2.DownloadRequest())
             expected = sum(4 * b.numel() for b in self._averaged_tensors)  # fp32, plus framing below
+            chunk_s = self._chunk_timeout()
             metadata, tensors = await asyncio.wait_for(
-                receive_tensors(stream, self._chunk_timeout(), max_bytes=1.05 * expected + 65536), timeout)
+                receive_tensors(stream, chunk_s, max_bytes=1.05 * expected + 65536,
+                                first_timeout=first_part_timeout(expected, chunk_s)), timeout)
             future.set_result((self.serializer.loads(metadata), tensors) if metadata else None)
         except Exception as e:  # a peer that serves no update, died or sent garbage
             logger.info("update download from %s failed: %r", peer, e)
@@ -168,13 +171,15 @@ class PseudoGradientAverager(DecentralizedAverager):
             priority = {PeerID(peer): (float(info.value), random.random()) for peer, info in (found or {}).items()
                         if isinstance(info, ValueWithExpiration) and isinstance(info.value, (float, int))}
             chunk_timeout = self._chunk_timeout()
+            state_bytes = 2 * sum(4 * b.numel() for b in self._averaged_tensors)  # fp32 parameters and momentum
             for peer in sorted(priority, key=priority.get, reverse=True):
                 if peer == self.peer_id:
                     continue
                 try:
                     stub = self.get_stub(self._p2p, peer, namespace=self.prefix)
                     stream = await stub.rpc_download_state(averaging_pb2.DownloadRequest())
-                    raw, tensors = await receive_tensors(stream, chunk_timeout)
+                    raw, tensors = await receive_tensors(stream, chunk_timeout,
+                                                         first_timeout=first_part_timeout(state_bytes, chunk_timeout))
                     metadata = self.serializer.loads(raw) if raw else None
                 except Exception as e:  # a peer that died or sent garbage: try the next one
                     logger.warning("state download from %s failed: %r", peer, e)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import asyncio
 import logging
 import math
 import multiprocessing as mp
@@ -12,18 +13,19 @@ from typing import Any
 import torch
 from hivemind.compression import deserialize_torch_tensor
 from hivemind.utils.streaming import combine_from_streaming
-from hivemind.utils.asyncio import aiter_with_timeout
 
 
 logger = logging.getLogger(__name__)
 
 
-async def receive_tensors(stream: AsyncIterator[Any], chunk_timeout: float,
-                           max_bytes: float = math.inf) -> tuple[bytes | None, list[torch.Tensor]]:
+async def receive_tensors(stream: AsyncIterator[Any], chunk_timeout: float, max_bytes: float = math.inf, *,
+                           first_timeout: float | None = None) -> tuple[bytes | None, list[torch.Tensor]]:
     """A state or update download: (the serialized metadata of its first message, the tensors).
+    Waits ``first_timeout`` for the first message (the server readies the whole state before it sends:
+    ``node.policies.timeouts.first_part_timeout``), ``chunk_timeout`` for each next one.
     Raises ``ValueError`` past ``max_bytes`` (a peer streaming more than the model holds)."""
     metadata, parts, tensors, received = None, [], [], 0
-    async for message in aiter_with_timeout(stream, timeout=chunk_timeout):
+    async for message in _with_timeouts(stream, first_timeout or chunk_timeout, chunk_timeout):
         received += message.ByteSize()
         if received > max_bytes:
             raise ValueError(f"the peer sent more than {max_bytes:.0f} bytes")
@@ -36,6 +38,18 @@ async def receive_tensors(stream: AsyncIterator[Any], chunk_timeout: float,
     if parts:
         tensors.append(deserialize_torch_tensor(combine_from_streaming(parts)))
     return metadata, tensors
+
+
+async def _with_timeouts(stream: AsyncIterator[Any], first_s: float, next_s: float) -> AsyncIterator[Any]:
+    """``stream``'s messages; ``asyncio.TimeoutError`` past ``first_s`` for the first, ``next_s`` for each next."""
+    it, timeout = aiter(stream), first_s
+    while True:
+        try:
+            message = await asyncio.wait_for(anext(it), timeout)
+        except StopAsyncIteration:
+            return
+        yield message
+        timeout = next_s
 
 
 class SharedUpdate:

@@ -7,7 +7,8 @@ the node measures on its own all-reduces (``update_link_estimate``).
 """
 from __future__ import annotations
 
-__all__ = ["allreduce_bytes", "allreduce_timeout", "chunk_timeout", "state_download_timeout", "update_link_estimate"]
+__all__ = ["allreduce_bytes", "allreduce_timeout", "chunk_timeout", "first_part_timeout", "state_download_timeout",
+           "update_link_estimate"]
 
 
 def allreduce_bytes(payload_bytes: int, group_size: int) -> float:
@@ -66,3 +67,17 @@ def chunk_timeout(bandwidth_bytes_per_s: float, *, part_bytes: int = 2**19, safe
     if bandwidth_bytes_per_s <= 0:
         return 600.0
     return max(floor_s, safety * part_bytes * max(1, streams) / bandwidth_bytes_per_s)
+
+
+# bytes/s at which a serving node readies a state or an update before its first part leaves: copied
+# into shared memory in its host process, handed to its averager process, serialised. A 2 s wait
+# (the chunk timeout's floor) failed 4 joiners' downloads in 5 at 86M (688 MB) on a 2-core box, the
+# servers busy training (the size benchmark, 2026-12-07); this rate gives that state 22 s.
+SERVER_PREPARE_BYTES_PER_S = 100e6
+
+
+def first_part_timeout(served_bytes: float, chunk_s: float, *, safety: float = 3.0) -> float:
+    """How long a download waits for its first part: a chunk's wait, plus the time the server takes
+    to ready ``served_bytes`` before it sends anything."""
+    return chunk_s + safety * served_bytes / SERVER_PREPARE_BYTES_PER_S
+
