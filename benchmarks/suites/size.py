@@ -161,6 +161,7 @@ def _load_checkpoint_s(path: Path) -> float:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from node.averaging.codecs import get_codec
     from node.model.gpt import preset
     from node.policies.model_size import memory_needed_gb, param_count
 
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         reports = ledger_reports(swarm)
         seconds = time.monotonic() - t0
         model_spec = preset(args.model)
-        estimate = memory_needed_gb(model_spec, args.batch_size or 1, codec=args.codec)
+        estimate = memory_needed_gb(model_spec, args.batch_size or 1, error_feedback=get_codec(args.codec).error_feedback)
         nodes = []
         for node in sorted(statuses, key=lambda s: int(s.removeprefix("node-"))):
             st, mine = statuses[node], [r for r in reports if r.node == int(node.removeprefix("node-"))]

@@ -26,6 +26,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from node.uplink.bootstrap import PIN_FILE, JoinError, coordinator_get, fetch_signed_manifest
+from node.averaging.codecs import get_codec
 from node.host.config import NodeConfig
 from node.policies.model_size import fitting_setup, memory_need
 from protocol import SOFTWARE_VERSION, Hardware, Heartbeat, IncompatibleVersion, RunManifest, check_software_version, seal
@@ -187,7 +188,8 @@ def _checks(cfg: NodeConfig, report: Preflight) -> None:
     if hp.batch_size % cfg.micro_batches:
         report.fail("memory", f"--micro-batches {cfg.micro_batches} does not divide the run's batch of {hp.batch_size}")
     need = memory_need(spec, hp.batch_size, micro_batches=cfg.micro_batches, checkpointing=cfg.activation_checkpointing,
-                       algorithm=manifest.algorithm, codec=manifest.codec)
+                       overlap=manifest.algorithm == "diloco-overlap",
+                       error_feedback=get_codec(manifest.codec).error_feedback)
     device = pick_device(cfg.device)
     need_gb = cfg.memory_required_gb if cfg.memory_required_gb is not None else need.needed_on(device)
     hw = detect_hardware(device, parse_devices(cfg.devices, device, torch.cuda.device_count() if device == "cuda" else 0))

@@ -40,7 +40,7 @@ ACTIVATION_FACTOR = 16  # values a GPT block keeps per token and width for its b
 RUNTIME_GB = 0.6
 # fp32 copies of the model the averager process holds during an all-reduce: the parts it sends
 # (after the codec), the parts it receives and reduces, the averaged parts on their way back. Measured
-# at 86M: the averager process peaks at 1.5-1.6 GiB PSS, of which 0.17 is its runtime and one copy its
+# at 86M: the averager process peaks at 1.5-1.9 GiB PSS, of which 0.17 is its runtime and one copy its
 # share of the two buffers it shares with the node (the size benchmark, 2026-12-07)
 AVERAGER_COPIES = 3
 
@@ -65,7 +65,7 @@ class MemoryNeed:
 
 
 def memory_need(spec: ModelSpec, batch_size: int, *, micro_batches: int = 1, checkpointing: bool = False,
-                algorithm: str = "diloco", codec: str = "fp16") -> MemoryNeed:
+                overlap: bool = False, error_feedback: bool = False) -> MemoryNeed:
     """Gradient accumulation divides the activations by the number of micro-batches; activation
     checkpointing keeps only each block's input (one value per token and width) plus one block's full
     set, recomputed in the backward pass."""
@@ -75,8 +75,8 @@ def memory_need(spec: ModelSpec, batch_size: int, *, micro_batches: int = 1, che
     saved = 4 * rows * spec.block_size * spec.n_embd * spec.n_layer + block if checkpointing else block * spec.n_layer
     logits = 2 * 4 * rows * spec.block_size * spec.vocab_size  # the head's output and its gradient
     training = 4 * copy + saved + logits
-    global_copies = 2 + (algorithm == "diloco-overlap")
-    round_copies = 3 + codec.endswith("ef")
+    global_copies = 2 + overlap  # diloco-overlap: the anchor the inner phase started from
+    round_copies = 3 + error_feedback  # an error-feedback codec's residual
     host_copies = global_copies + round_copies + 2 + AVERAGER_COPIES  # 2: a state in transfer (params, momentum)
     return MemoryNeed(training / 2**30, host_copies * copy / 2**30 + RUNTIME_GB)
 

@@ -70,9 +70,10 @@ def chunk_timeout(bandwidth_bytes_per_s: float, *, part_bytes: int = 2**19, safe
 
 
 # bytes/s at which a serving node readies a state or an update before its first part leaves: copied
-# into shared memory in its host process, handed to its averager process, serialised. A 2 s wait
-# (the chunk timeout's floor) failed 4 joiners' downloads in 5 at 86M (688 MB) on a 2-core box, the
-# servers busy training (the size benchmark, 2026-12-07); this rate gives that state 22 s.
+# into shared memory in its host process, handed to its averager process, serialised. With a 2 s wait
+# (the chunk timeout's floor) 19 download attempts timed out at 86M (688 MB) on a 2-core box, the
+# servers busy training, and the joiner got its state on its fifth try (the size benchmark,
+# 2026-12-07); this rate gives that state 22.6 s.
 SERVER_PREPARE_BYTES_PER_S = 100e6
 
 

@@ -1,7 +1,7 @@
 """A state download waits for the server to ready the whole state before its first part, then a
 chunk's wait for each next part (``node.averaging.served.receive_tensors``); the first wait grows with
-the state's size (``node.policies.timeouts.first_part_timeout``). Before, a joiner at 86M gave up after
-the 2 s chunk floor in 4 downloads of 5 while its servers were still copying the state."""
+the state's size (``node.policies.timeouts.first_part_timeout``). Before, at 86M, 19 download attempts
+gave up after the 2 s chunk floor while their servers were still copying the state."""
 from __future__ import annotations
 
 import asyncio

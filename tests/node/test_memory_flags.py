@@ -96,7 +96,7 @@ def test_the_estimate_splits_the_device_from_the_host_and_counts_the_round_copie
     assert memory_needed_gb(spec, 16) == pytest.approx(need.training_gb + need.host_gb)  # a CPU node: one RAM
     assert memory_needed_gb(spec, 16, device="cuda") == pytest.approx(need.training_gb)  # the rest stays in RAM
     assert need.training_gb > 4 * copy_gb and need.host_gb > 7 * copy_gb
-    overlap, ef = memory_need(spec, 16, algorithm="diloco-overlap"), memory_need(spec, 16, codec="topk2ef")
+    overlap, ef = memory_need(spec, 16, overlap=True), memory_need(spec, 16, error_feedback=True)
     assert overlap.host_gb - need.host_gb == pytest.approx(copy_gb)  # the anchor of the inner phase
     assert ef.host_gb - need.host_gb == pytest.approx(copy_gb)  # the codec's residual
     assert overlap.training_gb == ef.training_gb == need.training_gb
