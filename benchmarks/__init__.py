@@ -23,6 +23,7 @@ Map of this package::
     sim_agreement.py       hostile members in the agreement on failed reducers, by swarm size and grouping
     gpu.py                 the GPU path: bf16 tokens/s and MFU of gpt2-124m, the outer step, DDP over the GPUs
                            present; ``--smoke`` runs it on a CPU (in the suite)
+    commit_cost.py         what a commitment costs: a SHA-256 / BLAKE2b digest of every encoded all-reduce part at 124M
     memory_fit.py          which model a volunteer's 8 / 16 / 24 / 80 GB trains (``join --check``'s estimate)
 
 Each benchmark is also a script (``python -m benchmarks.<name>`` or ``python benchmarks/<name>.py``).
