@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from node.data.textfiles import TextScan, iter_text_files
+from node.data.textfiles import SKIP_DIRS, TextScan, iter_text_files
 from node.data.corpus import Corpus, is_validation
 from node.data.shards import INDEX, load_shards
 
@@ -41,8 +41,12 @@ def load_corpus(path: str | Path | None = None, val_fraction: float = 0.05, max_
     scan = TextScan()
     train, val = bytearray(), bytearray()
     digest = hashlib.sha256(b"capaswarm/text-files\0")
+    # the stdlib's own folders are pruned, not filtered file by file: site-packages alone (torch,
+    # hivemind) holds ~70k files, and walking it cost every node start 2-4 s of CPU
+    stdlib = path is None
     for rel, data in iter_text_files(root, max_bytes=MAX_FILE_BYTES, scan=scan,
-                                     accept=_stdlib_source if path is None else None):
+                                     skip_dirs=SKIP_DIRS | STDLIB_SKIP if stdlib else SKIP_DIRS,
+                                     accept=_stdlib_source if stdlib else None):
         digest.update(f"{rel}\0{len(data)}\0".encode() + data)
         (val if is_validation(rel, val_fraction) else train).extend(data + b"\0")
         if max_bytes and len(train) + len(val) >= max_bytes:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MAX_REPLACEMENT_FRACTION", "NotText", "TextScan", "iter_text_files", "read_text", "walk", "why_not_text"]
+__all__ = ["MAX_REPLACEMENT_FRACTION", "NotText", "SKIP_DIRS", "TextScan", "iter_text_files", "read_text", "walk", "why_not_text"]
 
 MAX_REPLACEMENT_FRACTION = 0.01
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox", ".venv",
